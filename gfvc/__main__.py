@@ -1,0 +1,3 @@
+from gfvc.cli import main
+
+main()

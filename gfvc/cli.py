@@ -1,0 +1,268 @@
+"""The ``gfvc`` command line. Commands are thin: they parse options and call library code.
+
+One error boundary (``_run``) turns every ``GfvcError`` into a one-line message and exit
+code 1, so users never see a traceback for their own mistakes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gfvc import __version__
+from gfvc.errors import GfvcError, InputError
+
+app = typer.Typer(
+    name="gfvc",
+    help="Generative Face Video Coding: encode a talking-face video into a few kbps and back.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Device = Annotated[str, typer.Option(help="Torch device for learned models: cpu or cuda.")]
+Checkpoint = Annotated[Path | None, typer.Option(help="Model weights (official .pth.tar or gfvc checkpoint).")]
+Config = Annotated[Path | None, typer.Option(help="Model configuration YAML (official <M>-256.yaml schema).")]
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run a command body; user-facing errors become one line and a non-zero exit."""
+    try:
+        return fn()
+    except GfvcError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except MemoryError:
+        _fail("out of memory: try --frames or a smaller --size")
+    except Exception as e:  # a bug, not a user mistake: keep it short unless asked
+        if os.environ.get("GFVC_DEBUG"):
+            raise
+        _fail(f"internal error ({type(e).__name__}: {e}); rerun with GFVC_DEBUG=1 and report it", 2)
+
+
+@contextmanager
+def _progress(total: int | None, quiet: bool, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", disable=quiet, leave=False, file=sys.stderr)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def _parse_size(size: str) -> tuple[int, tuple[int, int] | None]:
+    """``256`` is the coded face size; ``WxH`` gives the size of raw .rgb/.yuv input."""
+    s = size.lower().strip()
+    try:
+        if "x" in s:
+            w, h = (int(v) for v in s.split("x", 1))
+            return 256, (w, h)
+        return int(s), None
+    except ValueError:
+        raise InputError(f"--size must be N (coded size, e.g. 256) or WxH (raw input size), got {size!r}") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        import av
+        import constriction  # noqa: F401
+        import torch
+
+        typer.echo(f"gfvc {__version__} (torch {torch.__version__}, av {av.__version__}, python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print versions and exit.")
+    ] = False,
+) -> None:
+    """Generative Face Video Coding toolkit."""
+
+
+@app.command()
+def encode(
+    input: Annotated[Path, typer.Argument(help="Input video (mp4, mov, mkv, webm, y4m, .rgb, .yuv).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .gfv bitstream.")],
+    model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = "mesh",
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = 32,
+    qstep: Annotated[float | None, typer.Option(help="Feature quantization step (model default if unset).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
+    size: Annotated[str, typer.Option(help="Coded size N (square), or WxH of raw input.")] = "256",
+    no_crop: Annotated[bool, typer.Option("--no-crop", help="Input is already an aligned face: no face crop.")] = False,
+    keyframe_codec: Annotated[str, typer.Option(help="Key-frame codec: x265, svtav1, vvc, lossless.")] = "x265",
+    keyframe_format: Annotated[str, typer.Option(help="Key-frame colour format: yuv420 or rgb444.")] = "yuv420",
+    coder: Annotated[str, typer.Option(help="Feature entropy coder: range or expgolomb.")] = "range",
+    gop: Annotated[int | None, typer.Option(help="Send a new key frame every N frames.")] = None,
+    fps: Annotated[str | None, typer.Option(help="Frame rate override (e.g. 25 or 30000/1001).")] = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Encode a face video into one .gfv bitstream."""
+    from gfvc.codec import EncodeSettings, encode_file
+
+    def body() -> None:
+        coded, raw = _parse_size(size)
+        settings = EncodeSettings(
+            model=model,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            config=str(config) if config else None,
+            qstep=qstep,
+            qp=qp,
+            keyframe_codec=keyframe_codec,
+            keyframe_format=keyframe_format,
+            coder=coder,
+            frames=frames,
+            size=coded,
+            crop=not no_crop,
+            gop=gop,
+            device=device,
+            raw_size=raw,
+            fps=Fraction(fps) if fps else None,
+        )
+        with _progress(frames, quiet, "encode") as tick:
+            rep = encode_file(input, output, settings, progress=tick)
+        if not quiet:
+            typer.echo(
+                f"{output}: {rep.frames} frames, {rep.kbps:.2f} kbps "
+                f"(key frame {rep.keyframe_bits} b, features {rep.feature_bits} b, overhead {rep.overhead_bits} b)"
+            )
+
+    _run(body)
+
+
+@app.command()
+def decode(
+    input: Annotated[Path, typer.Argument(help="A .gfv bitstream.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output video: .mp4, .y4m, .rgb or .yuv.")],
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Decode a .gfv bitstream into a video."""
+    from gfvc.codec import decode_file
+
+    def body() -> None:
+        with _progress(None, quiet, "decode") as tick:
+            n = decode_file(
+                input,
+                output,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                config=str(config) if config else None,
+                device=device,
+                progress=tick,
+            )
+        if not quiet:
+            typer.echo(f"{output}: {n} frames")
+
+    _run(body)
+
+
+def info_dict(path: Path) -> dict[str, Any]:
+    from gfvc.bitstream import parse_stream
+    from gfvc.codec import read_stream, stream_report
+    from gfvc.features.entropy import FEATURE_CODERS
+    from gfvc.keyframe import keyframe_codec_class_by_id
+    from gfvc.models import model_class_by_id
+
+    data = read_stream(path)
+    parsed = parse_stream(data)
+    rep = stream_report(data)
+    h = parsed.header
+    coder = next((c.name for c in FEATURE_CODERS.values() if c.coder_id == h.coder_id), str(h.coder_id))
+    try:
+        model_name = model_class_by_id(h.model_id).name
+    except GfvcError:
+        model_name = f"unknown ({h.model_id})"
+    return {
+        "file": str(path),
+        "frames": rep.frames,
+        "fps": float(h.fps),
+        "kbps": rep.kbps,
+        "total_bits": rep.total_bits,
+        "keyframe_bits": rep.keyframe_bits,
+        "feature_bits": rep.feature_bits,
+        "overhead_bits": rep.overhead_bits,
+        "header_bits": 8 * parsed.header_bytes,
+        "key_frames": sum(1 for u in parsed.units if u[0] == 0x4B),
+        "segments": len(parsed.segments),
+        "model": model_name,
+        "model_hash": h.model_hash.hex(),
+        "width": h.width,
+        "height": h.height,
+        "qstep": h.qstep,
+        "feature_dim": h.feature_dim,
+        "feature_coder": coder,
+        "keyframe_codec": keyframe_codec_class_by_id(h.keyframe_codec_id).name,
+        "keyframe_format": h.keyframe_format,
+        "keyframe_qp": h.keyframe_qp,
+        "key_feature_sent": h.key_feature_sent,
+    }
+
+
+@app.command()
+def info(
+    input: Annotated[Path, typer.Argument(help="A .gfv bitstream.")],
+    as_json: Json = False,
+) -> None:
+    """Show the structure and bit budget of a .gfv file (verifies it too)."""
+
+    def body() -> None:
+        d = info_dict(input)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+            return
+        per = d["frames"] - 1 or 1
+        typer.echo(
+            f"{d['file']}: {d['frames']} frames @ {d['fps']:g} fps, {d['width']}x{d['height']}, "
+            f"model {d['model']} ({d['feature_dim']} values/frame, qstep {d['qstep']:g}, {d['feature_coder']} coder)\n"
+            f"  key frames     {d['key_frames']} x {d['keyframe_codec']} {d['keyframe_format']} QP {d['keyframe_qp']}\n"
+            f"  total          {d['total_bits']:>9} bits  {d['kbps']:.3f} kbps\n"
+            f"  key frame      {d['keyframe_bits']:>9} bits\n"
+            f"  features       {d['feature_bits']:>9} bits  ({d['feature_bits'] / per:.1f} per inter frame)\n"
+            f"  overhead       {d['overhead_bits']:>9} bits  ({d['overhead_bits'] / per:.2f} per inter frame; "
+            f"header {d['header_bits']}, {d['segments']} segments)"
+        )
+
+    _run(body)
+
+
+@app.command()
+def models() -> None:
+    """List the motion models."""
+    from gfvc.models import MOTION_MODELS, model_class
+
+    model_class("mesh")  # fills the registry
+    for name, cls in sorted(MOTION_MODELS.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"{name:8} id {cls.model_id:<3} qstep {cls.default_qstep:<6g} {doc}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Coordinate grids, keypoint <-> heatmap conversions and warping, shared by all official models.
+
+Conventions (those of the official GFVC models, so checkpoints stay valid):
+
+* normalised coordinates span [-1, 1] with the end points on the *centres* of the first and
+  last pixel (``-1 + 2 * i / (n - 1)``);
+* coordinate tuples are ordered (x, y) in 2-D and (x, y, z) in 3-D, i.e. the reverse of the
+  tensor's spatial axes, which is what ``torch.nn.functional.grid_sample`` expects;
+* ``align_corners`` is always passed explicitly: the v1 common software (FOMM, CFTE, FV2V) runs
+  with torch's default ``False``, the updated software (DAC, HDAC, RDAC) with ``True``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "coordinate_grid",
+    "heatmap_to_keypoints",
+    "keypoints_to_gaussian",
+    "resize_deformation",
+    "warp",
+]
+
+
+def coordinate_grid(
+    spatial_size: tuple[int, ...], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Grid of normalised coordinates, shape (*spatial_size, len(spatial_size)).
+
+    ``spatial_size`` is (h, w) or (d, h, w); the last axis holds (x, y) or (x, y, z).
+    """
+    axes = [
+        2 * (torch.arange(n, dtype=dtype, device=device) / (n - 1)) - 1 for n in spatial_size
+    ]
+    mesh = torch.meshgrid(*axes, indexing="ij")  # one tensor per spatial axis, slowest first
+    return torch.stack(tuple(reversed(mesh)), dim=-1)
+
+
+def keypoints_to_gaussian(
+    mean: torch.Tensor, spatial_size: tuple[int, ...], variance: float
+) -> torch.Tensor:
+    """Unnormalised isotropic gaussians ``exp(-|p - mean|^2 / (2 * variance))``.
+
+    ``mean`` (..., n) in normalised coordinates -> (..., *spatial_size).
+    """
+    n = mean.shape[-1]
+    grid = coordinate_grid(spatial_size, mean.dtype, mean.device)
+    lead = mean.shape[:-1]
+    grid = grid.view((1,) * len(lead) + grid.shape)
+    diff = grid - mean.view(*lead, *([1] * n), n)
+    return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
+
+
+def heatmap_to_keypoints(heatmap: torch.Tensor, dims: int) -> torch.Tensor:
+    """Expected coordinate of each (already normalised) heatmap: (B, K, *spatial) -> (B, K, dims)."""
+    spatial = tuple(heatmap.shape[2:])
+    if len(spatial) != dims:
+        raise ValueError(f"heatmap has {len(spatial)} spatial axes, expected {dims}")
+    grid = coordinate_grid(spatial, heatmap.dtype, heatmap.device).unsqueeze(0).unsqueeze(0)
+    return (heatmap.unsqueeze(-1) * grid).sum(dim=tuple(range(2, 2 + dims)))
+
+
+def resize_deformation(
+    deformation: torch.Tensor, spatial_size: tuple[int, ...], align_corners: bool
+) -> torch.Tensor:
+    """Resample a sampling grid (B, *spatial, n) to another resolution ((bi/tri)linear)."""
+    if tuple(deformation.shape[1:-1]) == tuple(spatial_size):
+        return deformation
+    n = deformation.dim() - 2
+    mode = "bilinear" if n == 2 else "trilinear"
+    perm_in = (0, n + 1, *range(1, n + 1))
+    perm_out = (0, *range(2, n + 2), 1)
+    out = F.interpolate(
+        deformation.permute(*perm_in), size=spatial_size, mode=mode, align_corners=align_corners
+    )
+    return out.permute(*perm_out)
+
+
+def warp(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """Backward-warp ``inp`` (B, C, *spatial) with a sampling grid (B, *spatial', n).
+
+    The grid is first resized to the input's resolution when they differ (as the official
+    generators do), then ``grid_sample`` (bilinear, zero padding) is applied.
+    """
+    deformation = resize_deformation(deformation, tuple(inp.shape[2:]), align_corners)
+    return F.grid_sample(inp, deformation, mode="bilinear", padding_mode="zeros", align_corners=align_corners)

@@ -1,0 +1,291 @@
+"""Building blocks shared by the official GFVC networks (FOMM, CFTE, FV2V, DAC, HDAC, RDAC).
+
+Attribute names (``conv``, ``norm``, ``encoder.down_blocks.N`` ...) are part of the checkpoint
+format: they must stay exactly as they are so that official ``state_dict`` files load strictly.
+Batch norms are plain ``nn.BatchNorm*`` (the upstream synchronised batch norm stores the same
+keys and behaves identically in eval mode); every model here is used in eval mode only.
+
+Nearest-neighbour upsampling has no ``align_corners`` argument in torch (it is only defined for
+the linear modes), so the ``UpBlock`` classes pass none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AntiAliasInterpolation2d",
+    "ConvOutput",
+    "DownBlock2d",
+    "DownBlock3d",
+    "GDN",
+    "Hourglass",
+    "HourglassDecoder",
+    "HourglassEncoder",
+    "ResBlock2d",
+    "ResBlock3d",
+    "SameBlock2d",
+    "UpBlock2d",
+    "UpBlock3d",
+]
+
+
+class AntiAliasInterpolation2d(nn.Module):
+    """Gaussian blur then strided subsampling: the models' image down-scaler.
+
+    The kernel is a *persistent* buffer ``weight`` (C, 1, k, k) because the official checkpoints
+    contain it; sigma = (1/scale - 1)/2, k = 2*round(4*sigma) + 1. Subsampling takes every
+    (1/scale)-th pixel (no interpolation).
+    """
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        sigma = (1 / scale - 1) / 2
+        ksize = 2 * round(sigma * 4) + 1
+        self.ka = ksize // 2
+        self.kb = self.ka - 1 if ksize % 2 == 0 else self.ka
+        axis = torch.arange(ksize, dtype=torch.float32)
+        mean = (ksize - 1) / 2
+        g = torch.exp(-((axis - mean) ** 2) / (2 * sigma**2))
+        kernel = g[:, None] * g[None, :]
+        kernel = kernel / kernel.sum()
+        self.register_buffer("weight", kernel.view(1, 1, ksize, ksize).repeat(channels, 1, 1, 1))
+        self.groups = channels
+        self.scale = scale
+        self.step = int(1 / scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1.0:
+            return x
+        out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
+        out = F.conv2d(out, weight=self.weight, groups=self.groups)
+        return out[:, :, :: self.step, :: self.step]
+
+
+class DownBlock2d(nn.Module):
+    """conv -> BN -> ReLU -> 2x2 average pooling (halves H and W)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), kernel_size=(2, 2))
+
+
+class UpBlock2d(nn.Module):
+    """Nearest x2 upsampling -> conv -> BN -> ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(out)))
+
+
+class SameBlock2d(nn.Module):
+    """conv -> BN -> ReLU (or LeakyReLU 0.01) at unchanged resolution."""
+
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, lrelu: bool = False
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        self.lrelu = lrelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm(self.conv(x))
+        return F.leaky_relu(out, 0.01) if self.lrelu else F.relu(out)
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block: x + conv2(relu(bn2(conv1(relu(bn1(x))))))."""
+
+    def __init__(self, features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, kernel_size=kernel_size, padding=padding)
+        self.conv2 = nn.Conv2d(features, features, kernel_size=kernel_size, padding=padding)
+        self.norm1 = nn.BatchNorm2d(features, affine=True)
+        self.norm2 = nn.BatchNorm2d(features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + x
+
+
+class DownBlock3d(nn.Module):
+    """3-D conv -> BN -> ReLU -> (1, 2, 2) average pooling (depth kept)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = nn.BatchNorm3d(out_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), kernel_size=(1, 2, 2))
+
+
+class UpBlock3d(nn.Module):
+    """Nearest (1, 2, 2) upsampling -> 3-D conv -> BN -> ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = nn.BatchNorm3d(out_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        return F.relu(self.norm(self.conv(out)))
+
+
+class ResBlock3d(nn.Module):
+    """3-D version of :class:`ResBlock2d`."""
+
+    def __init__(self, features: int, kernel_size: int = 3, padding: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(features, features, kernel_size=kernel_size, padding=padding)
+        self.conv2 = nn.Conv3d(features, features, kernel_size=kernel_size, padding=padding)
+        self.norm1 = nn.BatchNorm3d(features, affine=True)
+        self.norm2 = nn.BatchNorm3d(features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + x
+
+
+def _width(block_expansion: int, max_features: int, level: int) -> int:
+    return min(max_features, block_expansion * (2**level))
+
+
+class HourglassEncoder(nn.Module):
+    """U-Net encoder: ``num_blocks`` down blocks; returns every intermediate map (input first)."""
+
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int, max_features: int, dims: int = 2
+    ) -> None:
+        super().__init__()
+        block = DownBlock2d if dims == 2 else DownBlock3d
+        self.down_blocks = nn.ModuleList(
+            block(in_features if i == 0 else _width(block_expansion, max_features, i), _width(block_expansion, max_features, i + 1))
+            for i in range(num_blocks)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = [x]
+        for block in self.down_blocks:
+            outs.append(block(outs[-1]))
+        return outs
+
+
+class HourglassDecoder(nn.Module):
+    """U-Net decoder with skip concatenation; output has ``block_expansion + in_features`` channels.
+
+    ``final_conv`` adds the conv -> BN -> ReLU that the 3-D (FV2V) hourglass applies at the end.
+    """
+
+    def __init__(
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int,
+        max_features: int,
+        dims: int = 2,
+        final_conv: bool = False,
+    ) -> None:
+        super().__init__()
+        block = UpBlock2d if dims == 2 else UpBlock3d
+        ups = []
+        for i in reversed(range(num_blocks)):
+            mult = 1 if i == num_blocks - 1 else 2
+            ups.append(block(mult * _width(block_expansion, max_features, i + 1), _width(block_expansion, max_features, i)))
+        self.up_blocks = nn.ModuleList(ups)
+        self.out_filters = block_expansion + in_features
+        self.final_conv = final_conv
+        if final_conv:
+            conv = nn.Conv2d if dims == 2 else nn.Conv3d
+            norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+            self.conv = conv(self.out_filters, self.out_filters, kernel_size=3, padding=1)
+            self.norm = norm(self.out_filters, affine=True)
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        skips = list(skips)
+        out = skips.pop()
+        for block in self.up_blocks:
+            out = torch.cat([block(out), skips.pop()], dim=1)
+        if self.final_conv:
+            out = F.relu(self.norm(self.conv(out)))
+        return out
+
+
+class Hourglass(nn.Module):
+    """Encoder-decoder with skips (``encoder.down_blocks.*``, ``decoder.up_blocks.*``)."""
+
+    def __init__(
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int = 3,
+        max_features: int = 256,
+        dims: int = 2,
+        final_conv: bool = False,
+    ) -> None:
+        super().__init__()
+        self.encoder = HourglassEncoder(block_expansion, in_features, num_blocks, max_features, dims)
+        self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, dims, final_conv)
+        self.out_filters = self.decoder.out_filters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class ConvOutput(nn.Module):
+    """A conv wrapped in a module (``<name>.conv.*`` keys, as the DAC family stores them).
+
+    ``activation``: ``None``, ``"sigmoid"``.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int, padding: int, activation: str | None = None
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return torch.sigmoid(out) if self.activation == "sigmoid" else out
+
+
+class GDN(nn.Module):
+    """Generalised divisive normalisation ``x / sqrt(beta + gamma * x^2)`` (Balle et al. 2016).
+
+    ``beta`` and ``gamma`` are stored reparametrised as ``sqrt(value + 2^-36)`` and are bounded
+    from below before squaring (beta >= 1e-6, gamma >= 0), which is what the checkpoints hold.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.pedestal = 2.0**-36
+        self.beta_bound = math.sqrt(beta_min + self.pedestal)
+        self.gamma_bound = math.sqrt(self.pedestal)
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(channels) + self.pedestal))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels) + self.pedestal))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        beta = torch.clamp(self.beta, min=self.beta_bound) ** 2 - self.pedestal
+        gamma = torch.clamp(self.gamma, min=self.gamma_bound) ** 2 - self.pedestal
+        norm = torch.sqrt(F.conv2d(x * x, gamma.view(c, c, 1, 1), beta))
+        return x * norm if self.inverse else x / norm

@@ -1,0 +1,244 @@
+"""Common machinery of the official GFVC models (FOMM, CFTE, FV2V, DAC, HDAC, RDAC).
+
+Each family module defines its torch networks and one :class:`OfficialModel` subclass. This
+module holds what they share: config files, checkpoint loading, frame <-> tensor conversion
+with the reference software's exact memory layouts, the key-frame cache and weight digests.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from gfvc.errors import CheckpointError, InputError
+from gfvc.models.base import MotionModel
+from gfvc.models.checkpoint import extract_modules, load_modules, read_checkpoint
+
+__all__ = [
+    "OfficialModel",
+    "frame_to_tensor",
+    "load_config",
+    "tensor_to_frame",
+]
+
+K = TypeVar("K")
+
+
+def load_config(path: str | Path | None, family: str) -> dict[str, Any]:
+    """Read an official ``<M>-256.yaml`` (or a gfvc copy) and return its ``model_params``.
+
+    ``path`` None selects the packaged full-size config of ``family``. A yaml that holds the
+    model_params sections at top level (no ``model_params`` key) is accepted too.
+    """
+    if path is None:
+        text = resources.files("gfvc.models").joinpath(f"configs/{family}-256.yaml").read_text()
+        where = f"packaged {family}-256.yaml"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"config {p} does not exist")
+        text, where = p.read_text(), str(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"config {where} is not valid YAML: {exc}") from None
+    return params_from_config_dict(data, where)
+
+
+def params_from_config_dict(data: Any, where: str = "config") -> dict[str, Any]:
+    """``model_params`` of a full yaml dict (or the dict itself if it already is one)."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected a mapping at top level")
+    params = data.get("model_params", data)
+    for section in ("common_params", "kp_detector_params", "generator_params"):
+        if not isinstance(params.get(section), dict):
+            raise CheckpointError(f"{where}: model_params.{section} is missing")
+    return copy.deepcopy(params)
+
+
+def frame_to_tensor(frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (1, 3, H, W) in [0, 1], exactly as the reference builds it.
+
+    The value is ``float32(u8 / 255)`` with the division in float64. ``layout``:
+    ``"channels_last_view"`` is the reference's inter-frame tensor (an NCHW view of an NHWC array,
+    strides (3HW, 1, 3W, 3)); ``"contiguous"`` is its key-frame tensor (C-contiguous NCHW).
+    CPU convolutions round slightly differently for the two layouts (~1e-6), so matching the
+    layout is what makes features bit-identical to the reference.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise InputError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+    hwc = (frame / 255.0).astype(np.float32)
+    if layout == "channels_last_view":
+        return torch.from_numpy(np.ascontiguousarray(hwc)[np.newaxis]).permute(0, 3, 1, 2)
+    if layout == "contiguous":
+        return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1))[np.newaxis])
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def tensor_to_frame(x: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """float (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3).
+
+    ``rounding="round"`` (gfvc default) rounds to nearest; ``"truncate"`` reproduces the
+    reference decoders' ``(x * 255).astype(uint8)``.
+    """
+    arr = x.detach().to("cpu", torch.float32)[0].permute(1, 2, 0).numpy() * 255.0
+    if rounding == "round":
+        arr = np.rint(arr)
+    elif rounding != "truncate":
+        raise ValueError(f"unknown rounding {rounding!r}")
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Base of the per-family options dataclasses (documented in each family module)."""
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> ModelOptions:
+        if not data:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CheckpointError(f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return replace(cls(), **dict(data))
+
+
+class OfficialModel(MotionModel, Generic[K]):
+    """A MotionModel wrapping the torch networks of one official GFVC family.
+
+    Subclasses set ``family`` (packaged config name), ``module_names`` (checkpoint top-level
+    keys), ``options_class`` and implement ``build_networks``, ``analyse_tensor``,
+    ``encode_key`` (the cached key-frame part of synthesis) and ``synthesize_tensor``.
+    """
+
+    family: ClassVar[str]
+    module_names: ClassVar[tuple[str, ...]]
+    options_class: ClassVar[type[ModelOptions]] = ModelOptions
+    send_key_feature: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model_params: Mapping[str, Any],
+        state: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        *,
+        device: str = "cpu",
+        size: int = 256,
+        options: ModelOptions | Mapping[str, Any] | None = None,
+        source: str = "checkpoint",
+    ) -> None:
+        self.model_params = copy.deepcopy(dict(model_params))
+        self.size = size
+        if isinstance(options, ModelOptions):
+            self.options = options
+        else:
+            self.options = self.options_class.from_mapping(options)
+        self.nets: dict[str, nn.Module] = self.build_networks(self.model_params)
+        if state is not None:
+            load_modules(self.nets, state, resizable=self.resizable_buffer, source=source)
+        for net in self.nets.values():
+            net.eval().requires_grad_(False)
+        self.device = torch.device("cpu")
+        self._digest: bytes | None = None
+        self._key_cache: tuple[bytes, K] | None = None
+        self.to(device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        *,
+        checkpoint: str | None = None,
+        config: str | None = None,
+        device: str = "cpu",
+        size: int = 256,
+        options: Mapping[str, Any] | None = None,
+    ) -> OfficialModel:
+        """Build from an official checkpoint (``.pth.tar``) and its yaml (packaged default)."""
+        if size != 256:
+            raise CheckpointError(f"{cls.family}: the official models are trained for 256x256 frames, not {size}")
+        if checkpoint is None:
+            raise CheckpointError(
+                f"{cls.family}: no checkpoint given; download the official {cls.family.upper()} "
+                "weights and pass --checkpoint FILE.pth.tar"
+            )
+        params = load_config(config, cls.family)
+        ckpt = read_checkpoint(checkpoint)
+        states = extract_modules(ckpt, cls.module_names, source=str(checkpoint))
+        return cls(params, states, device=device, size=size, options=options, source=str(checkpoint))
+
+    @classmethod
+    def random(
+        cls, config: str | None = None, *, seed: int = 0, device: str = "cpu", options: Mapping[str, Any] | None = None
+    ) -> OfficialModel:
+        """Randomly initialised model (benchmarks and tests only: the output is meaningless)."""
+        torch.manual_seed(seed)
+        return cls(load_config(config, cls.family), None, device=device, options=options)
+
+    def build_networks(self, params: Mapping[str, Any]) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def resizable_buffer(self, module: str, key: str) -> bool:
+        """Buffers whose size depends on the data (none by default)."""
+        return False
+
+    # ------------------------------------------------------------------ identity
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "model_params": self.model_params,
+            "options": asdict(self.options),
+        }
+
+    def weights_digest(self) -> bytes:
+        """SHA-256 over every module's state dict (names, dtypes, shapes and raw bytes)."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for name in self.module_names:
+                for key, t in self.nets[name].state_dict().items():
+                    t = t.detach().to("cpu").contiguous()
+                    h.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)};".encode())
+                    h.update(t.numpy().tobytes() if t.numel() else b"")
+            self._digest = h.digest()
+        return self._digest
+
+    # ------------------------------------------------------------------ devices
+    def to(self, device: str | torch.device) -> OfficialModel:
+        self.device = torch.device(device)
+        for net in self.nets.values():
+            net.to(self.device)
+        self._key_cache = None
+        return self
+
+    def reset(self) -> None:
+        self._key_cache = None
+
+    # ------------------------------------------------------------------ tensors
+    def frame_tensor(self, frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
+        if frame.shape[:2] != (self.size, self.size):
+            raise InputError(f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}")
+        return frame_to_tensor(frame, layout).to(self.device)
+
+    def key_encoding(self, key_frame: np.ndarray) -> K:
+        """The cached key-frame encoding; recomputed only when the key frame's bytes change."""
+        arr = np.ascontiguousarray(key_frame)
+        tag = hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).digest()
+        if self._key_cache is None or self._key_cache[0] != tag:
+            with torch.inference_mode():
+                enc = self.encode_key(self.frame_tensor(arr, "contiguous"))
+            self._key_cache = (tag, enc)
+        return self._key_cache[1]
+
+    def encode_key(self, key: torch.Tensor) -> K:
+        raise NotImplementedError
