@@ -94,7 +94,9 @@ class BitReader:
 
     def _need(self, n: int) -> None:
         if n > self.remaining:
-            raise BitstreamError(f"truncated {self._what}: needed {n} more bits, {self.remaining} left")
+            raise BitstreamError(
+                f"truncated {self._what}: needed {n} more bits, {self.remaining} left"
+            )
 
     def u(self, n: int) -> int:
         if n == 0:
@@ -112,7 +114,9 @@ class BitReader:
         while self.u(1) == 0:
             zeros += 1
             if zeros > max_bits:
-                raise BitstreamError(f"invalid Exp-Golomb code in {self._what} (over {max_bits} leading zeros)")
+                raise BitstreamError(
+                    f"invalid Exp-Golomb code in {self._what} (over {max_bits} leading zeros)"
+                )
         return ((1 << zeros) | self.u(zeros)) - 1
 
     def se(self) -> int:

@@ -32,8 +32,12 @@ app = typer.Typer(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Device = Annotated[str, typer.Option(help="Torch device for learned models: cpu or cuda.")]
-Checkpoint = Annotated[Path | None, typer.Option(help="Model weights (official .pth.tar or gfvc checkpoint).")]
-Config = Annotated[Path | None, typer.Option(help="Model configuration YAML (official <M>-256.yaml schema).")]
+Checkpoint = Annotated[
+    Path | None, typer.Option(help="Model weights (official .pth.tar or gfvc checkpoint).")
+]
+Config = Annotated[
+    Path | None, typer.Option(help="Model configuration YAML (official <M>-256.yaml schema).")
+]
 
 
 def _fail(msg: str, code: int = 1) -> None:
@@ -61,7 +65,9 @@ def _run(fn: Callable[[], Any]) -> Any:
 def _progress(total: int | None, quiet: bool, desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="frame", disable=quiet, leave=False, file=sys.stderr)
+    # Only on a terminal: logs and pipes get the one-line result, not bar redraws.
+    show = not quiet and sys.stderr.isatty()
+    bar = tqdm(total=total, desc=desc, unit="frame", disable=not show, leave=False, file=sys.stderr)
     try:
         yield bar.update
     finally:
@@ -77,7 +83,9 @@ def _parse_size(size: str) -> tuple[int, tuple[int, int] | None]:
             return 256, (w, h)
         return int(s), None
     except ValueError:
-        raise InputError(f"--size must be N (coded size, e.g. 256) or WxH (raw input size), got {size!r}") from None
+        raise InputError(
+            f"--size must be N (coded size, e.g. 256) or WxH (raw input size), got {size!r}"
+        ) from None
 
 
 def _version(value: bool) -> None:
@@ -86,14 +94,19 @@ def _version(value: bool) -> None:
         import constriction  # noqa: F401
         import torch
 
-        typer.echo(f"gfvc {__version__} (torch {torch.__version__}, av {av.__version__}, python {sys.version.split()[0]})")
+        typer.echo(
+            f"gfvc {__version__} (torch {torch.__version__}, av {av.__version__}, python {sys.version.split()[0]})"
+        )
         raise typer.Exit()
 
 
 @app.callback()
 def main_callback(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print versions and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print versions and exit."
+        ),
     ] = False,
 ) -> None:
     """Generative Face Video Coding toolkit."""
@@ -101,21 +114,35 @@ def main_callback(
 
 @app.command()
 def encode(
-    input: Annotated[Path, typer.Argument(help="Input video (mp4, mov, mkv, webm, y4m, .rgb, .yuv).")],
+    input: Annotated[
+        Path, typer.Argument(help="Input video (mp4, mov, mkv, webm, y4m, .rgb, .yuv).")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .gfv bitstream.")],
     model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = "mesh",
     checkpoint: Checkpoint = None,
     config: Config = None,
     qp: Annotated[int, typer.Option(help="Key-frame QP.")] = 32,
-    qstep: Annotated[float | None, typer.Option(help="Feature quantization step (model default if unset).")] = None,
+    qstep: Annotated[
+        float | None, typer.Option(help="Feature quantization step (model default if unset).")
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
     size: Annotated[str, typer.Option(help="Coded size N (square), or WxH of raw input.")] = "256",
-    no_crop: Annotated[bool, typer.Option("--no-crop", help="Input is already an aligned face: no face crop.")] = False,
-    keyframe_codec: Annotated[str, typer.Option(help="Key-frame codec: x265, svtav1, vvc, lossless.")] = "x265",
-    keyframe_format: Annotated[str, typer.Option(help="Key-frame colour format: yuv420 or rgb444.")] = "yuv420",
-    coder: Annotated[str, typer.Option(help="Feature entropy coder: range or expgolomb.")] = "range",
+    no_crop: Annotated[
+        bool, typer.Option("--no-crop", help="Input is already an aligned face: no face crop.")
+    ] = False,
+    keyframe_codec: Annotated[
+        str, typer.Option(help="Key-frame codec: x265, svtav1, vvc, lossless.")
+    ] = "x265",
+    keyframe_format: Annotated[
+        str, typer.Option(help="Key-frame colour format: yuv420 or rgb444.")
+    ] = "yuv420",
+    coder: Annotated[
+        str, typer.Option(help="Feature entropy coder: range or expgolomb.")
+    ] = "range",
     gop: Annotated[int | None, typer.Option(help="Send a new key frame every N frames.")] = None,
-    fps: Annotated[str | None, typer.Option(help="Frame rate override (e.g. 25 or 30000/1001).")] = None,
+    fps: Annotated[
+        str | None, typer.Option(help="Frame rate override (e.g. 25 or 30000/1001).")
+    ] = None,
     device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
@@ -155,7 +182,9 @@ def encode(
 @app.command()
 def decode(
     input: Annotated[Path, typer.Argument(help="A .gfv bitstream.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output video: .mp4, .y4m, .rgb or .yuv.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output video: .mp4, .y4m, .rgb or .yuv.")
+    ],
     checkpoint: Checkpoint = None,
     config: Config = None,
     device: Device = "cpu",
@@ -191,7 +220,9 @@ def info_dict(path: Path) -> dict[str, Any]:
     parsed = parse_stream(data)
     rep = stream_report(data)
     h = parsed.header
-    coder = next((c.name for c in FEATURE_CODERS.values() if c.coder_id == h.coder_id), str(h.coder_id))
+    coder = next(
+        (c.name for c in FEATURE_CODERS.values() if c.coder_id == h.coder_id), str(h.coder_id)
+    )
     try:
         model_name = model_class_by_id(h.model_id).name
     except GfvcError:
@@ -258,6 +289,209 @@ def models() -> None:
     for name, cls in sorted(MOTION_MODELS.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         typer.echo(f"{name:8} id {cls.model_id:<3} qstep {cls.default_qstep:<6g} {doc}")
+
+
+@app.command()
+def demo(
+    input: Annotated[
+        Path | None, typer.Argument(help="A face video (default: the built-in sample).")
+    ] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the results.")] = Path(
+        "gfvc-demo"
+    ),
+    model: Annotated[str, typer.Option(help="Motion model.")] = "mesh",
+    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = 32,
+    frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Encode and decode a sample face video; write the decoded video, a side-by-side PNG and a summary."""
+    from gfvc.codec import EncodeSettings
+    from gfvc.demo import run_demo
+
+    def body() -> None:
+        settings = EncodeSettings(model=model, qp=qp, frames=frames)
+        with _progress(None, quiet, "demo") as tick:
+            s = run_demo(input, output, settings, progress=tick)
+        typer.echo(
+            f"{s.input}: {s.frames} frames coded with {s.model} at {s.kbps:.2f} kbps "
+            f"(key frame {s.keyframe_bits} b, features {s.feature_bits} b, overhead {s.overhead_bits} b)\n"
+            f"quality: PSNR-RGB {s.psnr_rgb:.2f} dB, MS-SSIM {s.ms_ssim}\n"
+            f"speed: encode {s.encode_fps} fps, decode {s.decode_fps} fps\n"
+            f"wrote {s.bitstream}, {s.video}, {s.side_by_side}, {Path(output) / 'summary.json'}"
+        )
+
+    _run(body)
+
+
+@app.command()
+def bench(
+    input: Annotated[
+        Path | None, typer.Argument(help="A face video (default: the built-in sample).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Motion model.")] = "mesh",
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    frames: Annotated[int, typer.Option(help="Frames to time.")] = 100,
+    device: Device = "cpu",
+    as_json: Json = False,
+) -> None:
+    """Measure encode and decode frames per second, and each stage on its own."""
+    from gfvc.bench import run_bench
+    from gfvc.codec import EncodeSettings
+
+    def body() -> None:
+        s = EncodeSettings(
+            model=model,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            config=str(config) if config else None,
+            device=device,
+        )
+        r = run_bench(input, s, frames=frames)
+        if as_json:
+            typer.echo(json.dumps(r, indent=2))
+        else:
+            for k, v in r.items():
+                typer.echo(f"{k:24} {v}")
+
+    _run(body)
+
+
+@app.command(name="eval")
+def eval_cmd(
+    reference: Annotated[
+        Path, typer.Argument(help="Reference video (e.g. from `gfvc anchor --codec lossless`).")
+    ],
+    decoded: Annotated[Path, typer.Argument(help="Decoded video of the same size and length.")],
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metrics (default: all).")
+    ] = None,
+    size: Annotated[str | None, typer.Option(help="WxH of raw .rgb/.yuv inputs.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Compare a decoded video with its reference: per-sequence means and per-frame values."""
+    from gfvc.eval.metrics import ALL_METRICS, evaluate_sequences
+    from gfvc.io import VideoReader
+
+    def body() -> None:
+        raw = _parse_size(size)[1] if size else None
+        names = tuple(m.strip() for m in metrics.split(",")) if metrics else ALL_METRICS
+        with VideoReader(reference, size=raw) as a, VideoReader(decoded, size=raw) as b:
+            if (a.info.width, a.info.height) != (b.info.width, b.info.height):
+                raise InputError(
+                    f"frame sizes differ: {reference} is {a.info.width}x{a.info.height}, "
+                    f"{decoded} is {b.info.width}x{b.info.height}"
+                )
+            res = evaluate_sequences(iter(a), iter(b), names, fps=float(a.info.fps))
+        if as_json:
+            typer.echo(json.dumps(res, indent=2, default=float))
+            return
+        for m in names:
+            v = res.get(m)
+            typer.echo(f"{m:14} {'n/a' if v is None else f'{v:.4f}'}")
+        for m, why in (res.get("unavailable") or {}).items():
+            typer.echo(f"  {m}: {why}")
+
+    _run(body)
+
+
+@app.command()
+def anchor(
+    input: Annotated[Path, typer.Argument(help="Input video.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Decoded anchor video (.mp4, .y4m, .rgb, .yuv).")
+    ],
+    codec: Annotated[
+        str, typer.Option(help="x265, svtav1, vvc or lossless (the cropped original).")
+    ] = "x265",
+    qp: Annotated[int, typer.Option(help="QP of every frame.")] = 42,
+    frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
+    size: Annotated[str, typer.Option(help="Coded size N, or WxH of raw input.")] = "256",
+    no_crop: Annotated[
+        bool, typer.Option("--no-crop", help="Input is already an aligned face.")
+    ] = False,
+    fps: Annotated[
+        str | None, typer.Option(help="Frame rate for the rate (default: the input's).")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Code a sequence with a conventional low-delay codec, on the same face crop as `encode`."""
+    from gfvc.codec import EncodeSettings, FramePreparer
+    from gfvc.eval.anchors import anchor_code
+    from gfvc.io import VideoWriter
+
+    def body() -> None:
+        coded, raw = _parse_size(size)
+        s = EncodeSettings(
+            frames=frames,
+            size=coded,
+            crop=not no_crop,
+            raw_size=raw,
+            fps=Fraction(fps) if fps else None,
+        )
+        prep = FramePreparer(input, s)
+        try:
+            clip = list(prep)
+        finally:
+            prep.close()
+        if len(clip) < 1:
+            raise InputError(f"{input} has no frames")
+        res = anchor_code(clip, codec, qp, float(prep.fps))
+        with VideoWriter(output, fps=prep.fps, width=coded, height=coded) as w:
+            for f in res.decoded_frames:
+                w.write(f)
+        d = {
+            "codec": res.codec or codec,
+            "qp": qp,
+            "frames": len(clip),
+            "fps": float(prep.fps),
+            "bits": res.bits,
+            "kbps": res.kbps,
+            "output": str(output),
+        }
+        typer.echo(
+            json.dumps(d, indent=2)
+            if as_json
+            else f"{output}: {codec} QP {qp}, {len(clip)} frames, {res.kbps:.2f} kbps"
+        )
+
+    _run(body)
+
+
+@app.command()
+def ctc(
+    config: Annotated[Path, typer.Argument(help="Test-condition YAML (see configs/).")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Results folder (default: ctc-<name>).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    shard: Annotated[
+        str | None, typer.Option(help="Run only shard i of n (e.g. 0/4) for array jobs.")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only rebuild the report from finished runs.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run sequences x codecs x rate points (resumable), then write CSV, BD-rates, plots and a report."""
+    from gfvc.eval import ctc as ctc_mod
+
+    def body() -> None:
+        cfg = ctc_mod.CtcConfig.load(config)
+        out = output or Path(f"ctc-{cfg.name}")
+        part = ctc_mod.parse_shard(shard)
+        if not report_only:
+            todo = ctc_mod.jobs(cfg, part)
+            with _progress(len(todo), quiet, "ctc") as tick:
+                done, skipped, errors = ctc_mod.run(
+                    cfg, out, workers=workers, shard=part, progress=tick
+                )
+            typer.echo(f"{done} runs done, {skipped} already finished, {len(errors)} failed")
+            for e in errors:
+                typer.echo(f"  failed: {e}", err=True)
+        report = ctc_mod.write_report(cfg, out)
+        typer.echo(f"report: {report}")
+
+    _run(body)
 
 
 def main() -> None:

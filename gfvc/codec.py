@@ -145,7 +145,9 @@ class Encoder(_Closable):
             side = encode_ints_eg(ints)
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
-            self._predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(decoded), self.qstep)
+            self._predictor = ClosedLoopPredictor.from_float(
+                self.model.analyse_key(decoded), self.qstep
+            )
             side = b""
         return bytes([KEY]) + pack_key_payload(picture, side)
 
@@ -159,7 +161,9 @@ class Encoder(_Closable):
 class Decoder(_Closable):
     """Frame-by-frame GFVC decoder; build it from the stream header."""
 
-    def __init__(self, header: StreamHeader | bytes, model: MotionModel | None = None, **model_options) -> None:
+    def __init__(
+        self, header: StreamHeader | bytes, model: MotionModel | None = None, **model_options
+    ) -> None:
         if isinstance(header, bytes | bytearray):
             header, _ = StreamHeader.parse(bytes(header))
         self.header = header
@@ -167,14 +171,18 @@ class Decoder(_Closable):
             cls = model_class_by_id(header.model_id)
             model = cls.create(size=header.width, **model_options)
         if model.model_id != header.model_id:
-            raise InputError(f"bitstream was coded with model id {header.model_id}, not {model.name!r}")
+            raise InputError(
+                f"bitstream was coded with model id {header.model_id}, not {model.name!r}"
+            )
         if model.config_hash() != header.model_hash:
             raise CheckpointError(
                 f"the {model.name!r} model here differs from the one that coded the bitstream "
                 "(configuration or weights hash mismatch): pass the same --checkpoint/--config"
             )
         if model.dim != header.feature_dim:
-            raise BitstreamError(f"header says {header.feature_dim} features per frame, model has {model.dim}")
+            raise BitstreamError(
+                f"header says {header.feature_dim} features per frame, model has {model.dim}"
+            )
         self.model = model
         self.keyframe = keyframe_codec_class_by_id(header.keyframe_codec_id)(
             qp=header.keyframe_qp, fmt=header.keyframe_format
@@ -220,7 +228,11 @@ class Decoder(_Closable):
 
 
 def _check_frame(frame: np.ndarray, size: int) -> None:
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (size, size, 3):
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.dtype != np.uint8
+        or frame.shape != (size, size, 3)
+    ):
         got = getattr(frame, "shape", type(frame).__name__)
         raise InputError(f"frames must be ({size}, {size}, 3) uint8 RGB arrays, got {got}")
 
@@ -250,11 +262,15 @@ class EncodeSettings:
 
     def __post_init__(self) -> None:
         if self.coder not in FEATURE_CODERS:
-            raise InputError(f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}")
+            raise InputError(
+                f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}"
+            )
         if self.frames is not None and self.frames < 2:
             raise InputError("--frames must be at least 2 (a key frame and one frame to animate)")
         if not 64 <= self.size <= 1024 or self.size % 2:
-            raise InputError(f"--size must be an even number of pixels between 64 and 1024, got {self.size}")
+            raise InputError(
+                f"--size must be an even number of pixels between 64 and 1024, got {self.size}"
+            )
 
 
 @dataclass
@@ -311,6 +327,53 @@ class FramePreparer:
         self.reader.close()
 
 
+def stream_chunks(
+    enc: Encoder, frames: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames``."""
+    packer = SegmentPacker(enc.header.segment_units)
+    yield enc.header.to_bytes()
+    for frame in frames:
+        yield packer.add(enc.encode_frame(frame))
+        if progress:
+            progress(1)
+    if packer.frames < 2:
+        raise InputError(
+            f"the input has only {packer.frames} frame; GFVC needs at least 2 "
+            "(a key frame and one frame to animate)"
+        )
+    yield packer.finish()
+
+
+def make_encoder(s: EncodeSettings, fps: Fraction, model: MotionModel | None = None) -> Encoder:
+    model = model or build_model(
+        s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
+    )
+    kf = keyframe_codec(s.keyframe_codec, qp=s.qp, fmt=s.keyframe_format)
+    return Encoder(model, kf, qstep=s.qstep, coder=s.coder, fps=fps, gop=s.gop)
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray],
+    settings: EncodeSettings | None = None,
+    fps: Fraction = Fraction(25),
+    *,
+    model: MotionModel | None = None,
+) -> bytes:
+    """Code prepared (cropped, model-sized) frames into the bytes of a .gfv file, in memory."""
+    return b"".join(stream_chunks(make_encoder(settings or EncodeSettings(), fps, model), frames))
+
+
+def decode_frames(
+    data: bytes, model: MotionModel | None = None, **model_options
+) -> Iterator[np.ndarray]:
+    """Decode the bytes of a .gfv file (verified whole first) frame by frame."""
+    parsed = parse_stream(data)
+    with Decoder(parsed.header, model, **model_options) as dec:
+        for unit in parsed.units:
+            yield dec.decode_unit(unit)
+
+
 def encode_file(
     src: str | Path,
     dst: str | Path,
@@ -320,24 +383,15 @@ def encode_file(
 ) -> EncodeReport:
     """Encode a video file into one .gfv file (written atomically)."""
     s = settings or EncodeSettings()
-    model = build_model(s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size)
-    kf = keyframe_codec(s.keyframe_codec, qp=s.qp, fmt=s.keyframe_format)
+    model = build_model(
+        s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
+    )
     prep = FramePreparer(src, s)
     try:
-        enc = Encoder(model, kf, qstep=s.qstep, coder=s.coder, fps=prep.fps, gop=s.gop)
-        packer = SegmentPacker(enc.header.segment_units)
+        enc = make_encoder(s, prep.fps, model)
         with _AtomicFile(dst) as out:
-            out.write(enc.header.to_bytes())
-            for frame in prep:
-                out.write(packer.add(enc.encode_frame(frame)))
-                if progress:
-                    progress(1)
-            if packer.frames < 2:
-                raise InputError(
-                    f"{src} has only {packer.frames} frame; GFVC needs at least 2 "
-                    "(a key frame and one frame to animate)"
-                )
-            out.write(packer.finish())
+            for chunk in stream_chunks(enc, prep, progress):
+                out.write(chunk)
     finally:
         prep.close()
     return stream_report(Path(dst).read_bytes())
@@ -387,11 +441,14 @@ def decode_file(
     from gfvc.io import VideoWriter
 
     data = read_stream(src)
-    header, _ = StreamHeader.parse(data)
     # Verify the whole file before writing anything, so corruption never yields a video.
     parsed = parse_stream(data)
+    h = parsed.header
     opts = {"checkpoint": checkpoint, "config": config, "device": device}
-    with Decoder(header, **opts) as dec, VideoWriter(dst, fps=header.fps, width=header.width, height=header.height) as out:
+    with (
+        Decoder(h, **opts) as dec,
+        VideoWriter(dst, fps=h.fps, width=h.width, height=h.height) as out,
+    ):
         for unit in parsed.units:
             out.write(dec.decode_unit(unit))
             if progress:
@@ -404,13 +461,14 @@ class _AtomicFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"cannot write {self.path}: folder {parent} does not exist")
+        parent = self.path.parent
+        if self.path.is_dir():
+            raise OutputError(f"cannot write {self.path}: it is a folder")
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent)
         except OSError as e:
-            raise OutputError(f"cannot write {self.path}: {e.strerror}") from None
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "wb")
 
@@ -439,7 +497,9 @@ __all__ = [
     "Encoder",
     "FramePreparer",
     "decode_file",
+    "decode_frames",
     "encode_file",
+    "encode_frames",
     "iter_units",
     "stream_report",
 ]

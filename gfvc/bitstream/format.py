@@ -274,12 +274,16 @@ def iter_units(data: bytes) -> Iterator[tuple[StreamHeader, bytes, SegmentInfo |
                 raise BitstreamError("corrupt bitstream (end marker CRC mismatch)")
             (frames,) = struct.unpack(">I", data[at + 1 : at + 5])
             if frames != count:
-                raise BitstreamError(f"corrupt bitstream: end marker says {frames} frames, found {count}")
+                raise BitstreamError(
+                    f"corrupt bitstream: end marker says {frames} frames, found {count}"
+                )
             if at + 9 != len(data):
                 raise BitstreamError(f"{len(data) - at - 9} unexpected bytes after the end marker")
             return
         if kind != SEGMENT:
-            raise BitstreamError(f"corrupt bitstream (unknown segment type 0x{kind:02x} at byte {at})")
+            raise BitstreamError(
+                f"corrupt bitstream (unknown segment type 0x{kind:02x} at byte {at})"
+            )
         seg, units = _parse_segment(data, at)
         for u in units:
             count += 1

@@ -30,7 +30,15 @@ from gfvc.eval.rate import kbps as _kbps
 
 #: Codec names accepted by ``anchor_code`` (aliases map to the first name of each row).
 CODECS = ("x265", "svtav1", "vvc", "lossless")
-_ALIASES = {"hevc": "x265", "h265": "x265", "libx265": "x265", "av1": "svtav1", "libsvtav1": "svtav1", "h266": "vvc", "vtm": "vvc"}
+_ALIASES = {
+    "hevc": "x265",
+    "h265": "x265",
+    "libx265": "x265",
+    "av1": "svtav1",
+    "libsvtav1": "svtav1",
+    "h266": "vvc",
+    "vtm": "vvc",
+}
 #: Valid QP range per codec.
 QP_RANGE = {"x265": (0, 51), "svtav1": (1, 63), "vvc": (0, 63), "lossless": (0, 63)}
 _PIX_FMT = "yuv420p"
@@ -134,7 +142,7 @@ def _yuv420_bytes(frames: list[np.ndarray]) -> bytes:
     chunks = []
     for frame in frames:
         vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=_PIX_FMT)
-        chunks += [np.asarray(p, dtype=np.uint8).tobytes() if False else _plane_bytes(vf, i) for i in range(3)]
+        chunks += [_plane_bytes(vf, i) for i in range(3)]
     return b"".join(chunks)
 
 
@@ -149,7 +157,11 @@ def _plane_bytes(vf: av.VideoFrame, index: int) -> bytes:
 
 def vtm_encoder() -> tuple[str, str]:
     """(VTM encoder binary, low-delay cfg) from $GFVC_VTM_ENCODER/PATH and $GFVC_VTM_CFG."""
-    binary = os.environ.get("GFVC_VTM_ENCODER") or shutil.which("EncoderAppStatic") or shutil.which("EncoderApp")
+    binary = (
+        os.environ.get("GFVC_VTM_ENCODER")
+        or shutil.which("EncoderAppStatic")
+        or shutil.which("EncoderApp")
+    )
     if not binary:
         raise BackendUnavailableError(
             "VVC anchor needs the VTM encoder: put EncoderAppStatic or EncoderApp on PATH or set GFVC_VTM_ENCODER"
@@ -162,7 +174,9 @@ def vtm_encoder() -> tuple[str, str]:
     return binary, cfg
 
 
-def vtm_command(binary: str, cfg: str, yuv: Path, out: Path, size: tuple[int, int], n: int, qp: int, fps: float) -> list[str]:
+def vtm_command(
+    binary: str, cfg: str, yuv: Path, out: Path, size: tuple[int, int], n: int, qp: int, fps: float
+) -> list[str]:
     """VTM low-delay command: 8-bit 4:2:0 input and coding, one intra frame (IntraPeriod -1)."""
     h, w = size
     return [
@@ -188,7 +202,12 @@ def _code_vvc(frames: list[np.ndarray], qp: int, fps: float) -> tuple[int, list[
 
 
 def anchor_code(
-    frames: Sequence[np.ndarray], codec: str, qp: int, fps: float = 25.0, *, preset: str | None = None
+    frames: Sequence[np.ndarray],
+    codec: str,
+    qp: int,
+    fps: float = 25.0,
+    *,
+    preset: str | None = None,
 ) -> AnchorResult:
     """Code ``frames`` with a low-delay conventional anchor at fixed ``qp``.
 
@@ -212,10 +231,18 @@ def anchor_code(
             encoder, decoder, options = "libx265", "hevc", x265_options(qp, n, preset or "medium")
         else:
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr otherwise
-            encoder, decoder, options = "libsvtav1", "libdav1d", svtav1_options(qp, n, preset or "8")
+            encoder, decoder, options = (
+                "libsvtav1",
+                "libdav1d",
+                svtav1_options(qp, n, preset or "8"),
+            )
         packets = _encode_pyav(seq, encoder, options, rate)
         bits = sum(len(p) for p in packets) * 8
         decoded = _decode_packets(decoder, packets)
     if len(decoded) != n:
-        raise BackendUnavailableError(f"{name} anchor decoded {len(decoded)} frames for {n} input frames")
-    return AnchorResult(bits=bits, decoded_frames=decoded, kbps=_kbps(bits, n, float(rate)), codec=name, qp=qp)
+        raise BackendUnavailableError(
+            f"{name} anchor decoded {len(decoded)} frames for {n} input frames"
+        )
+    return AnchorResult(
+        bits=bits, decoded_frames=decoded, kbps=_kbps(bits, n, float(rate)), codec=name, qp=qp
+    )

@@ -72,7 +72,8 @@ def to_landmark_size(frame: np.ndarray) -> np.ndarray:
 
 
 def face_box(frame: np.ndarray) -> Any:
-    """Largest dlib frontal-face box in ``frame``, or the whole frame when none is found.
+    """Largest dlib frontal-face box in ``frame`` (HOG detector, no upsampling, then 2x
+    upsampling), or the whole frame when none is found.
 
     The whole-frame fallback suits face-centred crops, where the face can be too large or cut
     off for the HOG detector.
@@ -80,10 +81,11 @@ def face_box(frame: np.ndarray) -> Any:
     import dlib
 
     models = _dlib_models()
-    boxes = list(models.detector(frame, 0))
-    if not boxes:
-        return dlib.rectangle(0, 0, frame.shape[1] - 1, frame.shape[0] - 1)
-    return max(boxes, key=lambda r: r.width() * r.height())
+    for upsample in (0, 1):  # 1 = look again at 2x for faces under ~80 px
+        boxes = list(models.detector(frame, upsample))
+        if boxes:
+            return max(boxes, key=lambda r: r.width() * r.height())
+    return dlib.rectangle(0, 0, frame.shape[1] - 1, frame.shape[0] - 1)
 
 
 def _dlib_shape(frame: np.ndarray, box: Any) -> Any:
@@ -106,10 +108,14 @@ def mean_point_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _embedding(frame: np.ndarray, shape: Any) -> np.ndarray:
-    return np.asarray(_dlib_models().recognition.compute_face_descriptor(frame, shape), dtype=np.float64)
+    return np.asarray(
+        _dlib_models().recognition.compute_face_descriptor(frame, shape), dtype=np.float64
+    )
 
 
-def dlib_pair_metrics(ref: np.ndarray, dec: np.ndarray, *, landmarks: bool = True, identity: bool = True) -> dict[str, float]:
+def dlib_pair_metrics(
+    ref: np.ndarray, dec: np.ndarray, *, landmarks: bool = True, identity: bool = True
+) -> dict[str, float]:
     """``lmd`` and/or ``id_dist`` for one pair, sharing the box and the 68-point fits.
 
     The box is detected once, on the reference, and used for both frames so the landmark fit,
@@ -123,7 +129,9 @@ def dlib_pair_metrics(ref: np.ndarray, dec: np.ndarray, *, landmarks: bool = Tru
     if landmarks:
         out["lmd"] = mean_point_distance(_shape_points(ref_shape), _shape_points(dec_shape))
     if identity:
-        out["id_dist"] = float(np.linalg.norm(_embedding(ref, ref_shape) - _embedding(dec, dec_shape)))
+        out["id_dist"] = float(
+            np.linalg.norm(_embedding(ref, ref_shape) - _embedding(dec, dec_shape))
+        )
     return out
 
 
@@ -152,7 +160,9 @@ def _face_mesh() -> Any:
     try:
         from mediapipe.python.solutions import face_mesh
     except ImportError as exc:
-        raise BackendUnavailableError("mediapipe is not installed: pip install mediapipe==0.10.14") from exc
+        raise BackendUnavailableError(
+            "mediapipe is not installed: pip install mediapipe==0.10.14"
+        ) from exc
     return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True)
 
 

@@ -18,7 +18,15 @@ import numpy as np
 from gfvc.errors import BackendUnavailableError, InputError, UnknownNameError
 from gfvc.eval._frames import check_pair
 from gfvc.eval.face import dlib_pair_metrics, id_dist, lmd, lmd_mediapipe
-from gfvc.eval.perceptual import dists, dists_pair, load_dists, load_lpips, lpips, lpips_pair
+from gfvc.eval.perceptual import (
+    dists,
+    dists_pair,
+    load_dists,
+    load_lpips,
+    load_vgg16_state,
+    lpips,
+    lpips_pair,
+)
 from gfvc.eval.pixel import (
     PSNR_IDENTICAL_DB,
     ms_ssim,
@@ -69,7 +77,9 @@ def check_metric_names(metrics: Iterable[str]) -> tuple[str, ...]:
     names = set(metrics)
     unknown = sorted(names - set(ALL_METRICS))
     if unknown:
-        raise UnknownNameError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}")
+        raise UnknownNameError(
+            f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}"
+        )
     return tuple(m for m in ALL_METRICS if m in names)
 
 
@@ -90,12 +100,15 @@ class SequenceEvaluator:
     def __init__(self, metrics: Iterable[str] = ALL_METRICS, *, fps: float = 25.0) -> None:
         self.metrics = check_metric_names(metrics)
         self.fps = fps
-        self.unavailable: dict[str, str] = {m: "not requested" for m in ALL_METRICS if m not in self.metrics}
+        self.unavailable: dict[str, str] = {
+            m: "not requested" for m in ALL_METRICS if m not in self.metrics
+        }
         self.values: dict[str, list[float | None]] = {m: [] for m in self.metrics}
         self.size: tuple[int, int] | None = None
         self.count = 0
-        self._lpips = self._try_load("lpips", load_lpips)
-        self._dists = self._try_load("dists", load_dists)
+        vgg = self._shared_vgg()
+        self._lpips = self._try_load("lpips", lambda: load_lpips(vgg_state=vgg))
+        self._dists = self._try_load("dists", lambda: load_dists(vgg_state=vgg))
         self._vmaf = self._try_load("vmaf", lambda: _vmaf_sequence(fps))
         self._dlib_ok = self._try_backend(("lmd", "id_dist"), _check_dlib)
         self._mediapipe_ok = self._try_backend(("lmd_mediapipe",), _check_mediapipe)
@@ -106,8 +119,19 @@ class SequenceEvaluator:
             self.unavailable[name] = reason
             self.values.pop(name, None)
 
+    def _shared_vgg(self) -> dict | None:
+        """VGG16 weights loaded once when both LPIPS and DISTS are wanted (None otherwise)."""
+        if not {"lpips", "dists"} <= set(self.metrics):
+            return None
+        try:
+            return load_vgg16_state()
+        except BackendUnavailableError as exc:
+            self._mark_unavailable("lpips", str(exc))
+            self._mark_unavailable("dists", str(exc))
+            return None
+
     def _try_load(self, name: str, loader: Callable[[], Any]) -> Any:
-        if name not in self.metrics:
+        if not self._active(name):  # not requested, or already found unavailable
             return None
         try:
             return loader()
@@ -151,7 +175,9 @@ class SequenceEvaluator:
         if self._active("ms_ssim"):
             self.values["ms_ssim"].append(ms_ssim(ref, dec))
         if self._active("lmd") or self._active("id_dist"):
-            got = dlib_pair_metrics(ref, dec, landmarks=self._active("lmd"), identity=self._active("id_dist"))
+            got = dlib_pair_metrics(
+                ref, dec, landmarks=self._active("lmd"), identity=self._active("id_dist")
+            )
             for name, value in got.items():
                 self.values[name].append(value)
         if self._active("lmd_mediapipe"):
@@ -178,12 +204,22 @@ class SequenceEvaluator:
         notes = {}
         no_face = sum(v is None for v in self.values.get("lmd_mediapipe", []))
         if no_face:
-            notes["lmd_mediapipe"] = f"no FaceMesh face in {no_face} of {self.count} frame pairs (left out of the mean)"
-        report: dict[str, Any] = {m: (_mean(self.values[m]) if m in self.values else None) for m in ALL_METRICS}
-        report["frames"] = {m: (list(self.values[m]) if m in self.values else None) for m in ALL_METRICS}
+            notes["lmd_mediapipe"] = (
+                f"no FaceMesh face in {no_face} of {self.count} frame pairs (left out of the mean)"
+            )
+        report: dict[str, Any] = {
+            m: (_mean(self.values[m]) if m in self.values else None) for m in ALL_METRICS
+        }
+        report["frames"] = {
+            m: (list(self.values[m]) if m in self.values else None) for m in ALL_METRICS
+        }
         assert self.size is not None
         report.update(
-            num_frames=self.count, height=self.size[0], width=self.size[1], unavailable=dict(self.unavailable), notes=notes
+            num_frames=self.count,
+            height=self.size[0],
+            width=self.size[1],
+            unavailable=dict(self.unavailable),
+            notes=notes,
         )
         return report
 
@@ -223,6 +259,8 @@ def evaluate_sequences(
     for i, (ref, dec) in enumerate(itertools.zip_longest(ref_frames, dec_frames, fillvalue=end)):
         if ref is end or dec is end:
             longer = "decoded" if ref is end else "reference"
-            raise InputError(f"sequence lengths differ: the {longer} sequence has more than {i} frames, the other {i}")
+            raise InputError(
+                f"sequence lengths differ: the {longer} sequence has more than {i} frames, the other {i}"
+            )
         ev.update(ref, dec)
     return ev.result()

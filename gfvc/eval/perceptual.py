@@ -36,14 +36,22 @@ class WeightFile:
     sha256_prefix: str = ""
 
 
-VGG16 = WeightFile("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af")
-LPIPS_VGG_HEADS = WeightFile(
-    "lpips_vgg_v0.1.pth", "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
+VGG16 = WeightFile(
+    "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af"
 )
-DISTS_HEADS = WeightFile("dists_weights.pt", "https://github.com/dingkeyan93/DISTS/raw/master/DISTS_pytorch/weights.pt")
+LPIPS_VGG_HEADS = WeightFile(
+    "lpips_vgg_v0.1.pth",
+    "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+)
+DISTS_HEADS = WeightFile(
+    "dists_weights.pt", "https://github.com/dingkeyan93/DISTS/raw/master/DISTS_pytorch/weights.pt"
+)
 
 #: VGG16 "features" layout: conv widths, "M" = 2x2 pooling (torchvision indexing is kept).
-_VGG16_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG16_LAYOUT: tuple[int | str, ...] = (
+    *(64, 64, "M", 128, 128, "M"),
+    *(256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+)
 #: Feature taps after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (exclusive slice ends).
 _TAP_ENDS = (4, 9, 16, 23, 30)
 _TAP_CHANNELS = (64, 128, 256, 512, 512)
@@ -91,7 +99,9 @@ def _sha256_ok(path: str, size: int, mtime: float, prefix: str) -> bool:
     return h.hexdigest().startswith(prefix)
 
 
-def load_weight_file(wf: WeightFile, *, allow_download: bool | None = None, verify_hash: bool = True) -> dict:
+def load_weight_file(
+    wf: WeightFile, *, allow_download: bool | None = None, verify_hash: bool = True
+) -> dict:
     """State dict of ``wf`` from the first folder that has it, else downloaded if allowed."""
     allow = downloads_allowed() if allow_download is None else allow_download
     path = next((d / wf.name for d in weight_dirs() if (d / wf.name).is_file()), None)
@@ -100,14 +110,20 @@ def load_weight_file(wf: WeightFile, *, allow_download: bool | None = None, veri
             raise BackendUnavailableError(_missing_hint(wf))
         try:
             return torch.hub.load_state_dict_from_url(
-                wf.url, map_location="cpu", file_name=wf.name, check_hash=bool(wf.sha256_prefix), progress=False
+                wf.url,
+                map_location="cpu",
+                file_name=wf.name,
+                check_hash=bool(wf.sha256_prefix),
+                progress=False,
             )
         except Exception as exc:  # network errors come in many types
             raise BackendUnavailableError(f"{_missing_hint(wf)} (download failed: {exc})") from exc
     if verify_hash and wf.sha256_prefix:
         st = path.stat()
         if not _sha256_ok(str(path), st.st_size, st.st_mtime, wf.sha256_prefix):
-            raise CheckpointError(f"{path} does not match the sha256 prefix {wf.sha256_prefix} in its name")
+            raise CheckpointError(
+                f"{path} does not match the sha256 prefix {wf.sha256_prefix} in its name"
+            )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -136,10 +152,14 @@ def load_vgg16_trunk(trunk: nn.Sequential, state: dict) -> None:
     wanted = {f"features.{k}": v for k, v in trunk.state_dict().items()}
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise CheckpointError(f"VGG16 weights lack {len(missing)} trunk tensors (first: {missing[0]})")
+        raise CheckpointError(
+            f"VGG16 weights lack {len(missing)} trunk tensors (first: {missing[0]})"
+        )
     for key, ref in wanted.items():
         if tuple(state[key].shape) != tuple(ref.shape):
-            raise CheckpointError(f"VGG16 tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}")
+            raise CheckpointError(
+                f"VGG16 tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}"
+            )
     trunk.load_state_dict({k[len("features.") :]: state[k].float() for k in wanted})
 
 
@@ -168,9 +188,13 @@ def _lpips_heads(state: dict) -> list[torch.Tensor]:
     """The five non-negative 1x1 head weights (1, C, 1, 1), found by shape in layer order."""
     heads = []
     for i, channels in enumerate(_TAP_CHANNELS):
-        keys = [k for k, v in state.items() if f"lin{i}" in k and tuple(v.shape) == (1, channels, 1, 1)]
+        keys = [
+            k for k, v in state.items() if f"lin{i}" in k and tuple(v.shape) == (1, channels, 1, 1)
+        ]
         if len(keys) != 1:
-            raise CheckpointError(f"LPIPS head file: expected one lin{i} weight of shape (1, {channels}, 1, 1)")
+            raise CheckpointError(
+                f"LPIPS head file: expected one lin{i} weight of shape (1, {channels}, 1, 1)"
+            )
         heads.append(state[keys[0]].float())
     return heads
 
@@ -215,7 +239,7 @@ class L2Pool(nn.Module):
         a = torch.tensor([0.5, 1.0, 0.5])
         k = torch.outer(a, a)
         k = k / k.sum()
-        self.register_buffer("kernel", k.expand(channels, 1, 3, 3).contiguous())
+        self.register_buffer("kernel", k.expand(channels, 1, 3, 3).contiguous(), persistent=False)
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,12 +254,14 @@ def _dists_heads(state: dict) -> tuple[torch.Tensor, torch.Tensor]:
     except KeyError as exc:
         raise CheckpointError("DISTS weight file must hold 'alpha' and 'beta'") from exc
     if alpha.numel() != total or beta.numel() != total:
-        raise CheckpointError(f"DISTS alpha/beta must have {total} values, got {alpha.numel()}/{beta.numel()}")
+        raise CheckpointError(
+            f"DISTS alpha/beta must have {total} values, got {alpha.numel()}/{beta.numel()}"
+        )
     return alpha.view(1, total), beta.view(1, total)
 
 
 class Dists(nn.Module):
-    """DISTS: 1 - weighted sum over the image and 5 VGG stages of per-channel texture
+    """DISTS: 1 - weighted sum over the raw image and 5 VGG stages of per-channel texture
     (mean) and structure (covariance) similarities; alpha and beta are normalised to sum 1."""
 
     def __init__(self, vgg_state: dict, head_state: dict) -> None:
@@ -251,8 +277,9 @@ class Dists(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-image DISTS of two (N, 3, H, W) batches in [0, 1]."""
         n = x.shape[0]
-        both = (torch.cat([x, y]) - _const(_IMAGENET_MEAN)) / _const(_IMAGENET_STD)
-        feats = [both, *_tapped(self.trunk, both)]
+        raw = torch.cat([x, y])
+        # stage 0 is the raw [0, 1] image; the trunk sees it ImageNet-normalised
+        feats = [raw, *_tapped(self.trunk, (raw - _const(_IMAGENET_MEAN)) / _const(_IMAGENET_STD))]
         score = torch.zeros(n)
         at = 0
         for feat in feats:
@@ -264,7 +291,9 @@ class Dists(nn.Module):
             cov = (fx * fy).mean(dim=(2, 3)) - mx * my
             texture = (2 * mx * my + _DISTS_C1) / (mx**2 + my**2 + _DISTS_C1)
             structure = (2 * cov + _DISTS_C2) / (vx + vy + _DISTS_C2)
-            score += (self.alpha[:, at : at + c] * texture + self.beta[:, at : at + c] * structure).sum(dim=1)
+            score += (
+                self.alpha[:, at : at + c] * texture + self.beta[:, at : at + c] * structure
+            ).sum(dim=1)
             at += c
         return 1.0 - score
 
@@ -279,18 +308,32 @@ def dists_input_size(height: int, width: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- loaders
-def load_lpips(*, allow_download: bool | None = None, verify_hash: bool = True) -> Lpips:
-    """LPIPS-VGG with real weights, or ``BackendUnavailableError`` with a one-line hint."""
-    vgg = load_weight_file(VGG16, allow_download=allow_download, verify_hash=verify_hash)
+def load_lpips(
+    *, allow_download: bool | None = None, verify_hash: bool = True, vgg_state: dict | None = None
+) -> Lpips:
+    """LPIPS-VGG with real weights, or ``BackendUnavailableError`` with a one-line hint.
+
+    ``vgg_state`` reuses an already loaded VGG16 state dict (it is 528 MB on disk).
+    """
+    if vgg_state is None:
+        vgg_state = load_weight_file(VGG16, allow_download=allow_download, verify_hash=verify_hash)
     heads = load_weight_file(LPIPS_VGG_HEADS, allow_download=allow_download)
-    return Lpips(vgg, heads)
+    return Lpips(vgg_state, heads)
 
 
-def load_dists(*, allow_download: bool | None = None, verify_hash: bool = True) -> Dists:
+def load_dists(
+    *, allow_download: bool | None = None, verify_hash: bool = True, vgg_state: dict | None = None
+) -> Dists:
     """DISTS with real weights, or ``BackendUnavailableError`` with a one-line hint."""
-    vgg = load_weight_file(VGG16, allow_download=allow_download, verify_hash=verify_hash)
+    if vgg_state is None:
+        vgg_state = load_weight_file(VGG16, allow_download=allow_download, verify_hash=verify_hash)
     heads = load_weight_file(DISTS_HEADS, allow_download=allow_download)
-    return Dists(vgg, heads)
+    return Dists(vgg_state, heads)
+
+
+def load_vgg16_state(*, allow_download: bool | None = None, verify_hash: bool = True) -> dict:
+    """The verified ImageNet VGG16 state dict (for sharing between LPIPS and DISTS)."""
+    return load_weight_file(VGG16, allow_download=allow_download, verify_hash=verify_hash)
 
 
 @functools.lru_cache(maxsize=1)

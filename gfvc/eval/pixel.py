@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _torch_ms_ssim
-from pytorch_msssim import ssim as _torch_ssim
+from scipy.ndimage import correlate1d
 
 from gfvc.eval._frames import check_pair
 
@@ -57,20 +57,42 @@ def psnr_y(ref: np.ndarray, dec: np.ndarray) -> float:
 
 
 def _y_tensor(frame: np.ndarray) -> torch.Tensor:
-    """Luma plane as a (1, 1, H, W) float64 tensor for pytorch-msssim."""
-    return torch.from_numpy(rgb_to_y(frame))[None, None]
+    """Luma plane as a (1, 1, H, W) float32 tensor for pytorch-msssim."""
+    return torch.from_numpy(rgb_to_y(frame)).to(torch.float32)[None, None]
+
+
+def gaussian_window(size: int = SSIM_WIN_SIZE, sigma: float = SSIM_WIN_SIGMA) -> np.ndarray:
+    """Normalised 1-D Gaussian taps (the 2-D window is their outer product)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _valid_blur(plane: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Separable filtering keeping only positions where the window lies inside the image."""
+    r = len(taps) // 2
+    rows = correlate1d(plane, taps, axis=0, mode="constant")[r:-r]
+    return correlate1d(rows, taps, axis=1, mode="constant")[:, r:-r]
+
+
+def ssim_map(x: np.ndarray, y: np.ndarray, peak: float = PEAK) -> np.ndarray:
+    """SSIM map of two float planes ('valid' positions only), K1 = 0.01, K2 = 0.03."""
+    taps = gaussian_window()
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    mx, my = _valid_blur(x, taps), _valid_blur(y, taps)
+    vxx = _valid_blur(x * x, taps) - mx * mx
+    vyy = _valid_blur(y * y, taps) - my * my
+    cxy = _valid_blur(x * y, taps) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vxx + vyy + c2))
 
 
 def ssim(ref: np.ndarray, dec: np.ndarray) -> float | None:
     """SSIM on BT.709 luma: Gaussian 11x11 window, sigma 1.5, K1 .01, K2 .03, L 255, 'valid'
-    borders, mean of the SSIM map. None when a side is shorter than the 11-pixel window."""
+    borders, mean of the SSIM map (float64). None when a side is shorter than the window."""
     ref, dec = check_pair(ref, dec)
     if min(ref.shape[:2]) < SSIM_WIN_SIZE:
         return None
-    value = _torch_ssim(
-        _y_tensor(ref), _y_tensor(dec), data_range=PEAK, win_size=SSIM_WIN_SIZE, win_sigma=SSIM_WIN_SIGMA
-    )
-    return float(value)
+    return float(np.mean(ssim_map(rgb_to_y(ref), rgb_to_y(dec))))
 
 
 def ms_ssim_unavailable_reason(height: int, width: int) -> str | None:
@@ -81,11 +103,16 @@ def ms_ssim_unavailable_reason(height: int, width: int) -> str | None:
 
 
 def ms_ssim(ref: np.ndarray, dec: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim, 5 scales, default weights) on BT.709 luma; None below 161 px."""
+    """MS-SSIM (pytorch-msssim, 5 scales, default weights, float32) on BT.709 luma; None below
+    161 px."""
     ref, dec = check_pair(ref, dec)
     if ms_ssim_unavailable_reason(*ref.shape[:2]) is not None:
         return None
     value = _torch_ms_ssim(
-        _y_tensor(ref), _y_tensor(dec), data_range=PEAK, win_size=SSIM_WIN_SIZE, win_sigma=SSIM_WIN_SIGMA
+        _y_tensor(ref),
+        _y_tensor(dec),
+        data_range=PEAK,
+        win_size=SSIM_WIN_SIZE,
+        win_sigma=SSIM_WIN_SIGMA,
     )
     return float(value)

@@ -47,7 +47,9 @@ def _candidates() -> list[str]:
 @functools.lru_cache(maxsize=8)
 def _has_libvmaf(binary: str) -> bool:
     try:
-        res = subprocess.run([binary, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [binary, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return res.returncode == 0 and "libvmaf" in res.stdout
@@ -79,7 +81,9 @@ class VmafSequence:
         if self.size is None:
             self.size = (ref.shape[0], ref.shape[1])
         elif self.size != ref.shape[:2]:
-            raise InputError(f"frame {self.count} is {ref.shape[1]}x{ref.shape[0]}, earlier frames {self.size[1]}x{self.size[0]}")
+            raise InputError(
+                f"frame {self.count} is {ref.shape[1]}x{ref.shape[0]}, earlier frames {self.size[1]}x{self.size[0]}"
+            )
         self._ref.write(ref.tobytes())
         self._dec.write(dec.tobytes())
         self.count += 1
@@ -102,7 +106,9 @@ class VmafSequence:
             self._dir.cleanup()
 
 
-def vmaf_command(ffmpeg: str, folder: Path, size: tuple[int, int], fps: float, log: Path) -> list[str]:
+def vmaf_command(
+    ffmpeg: str, folder: Path, size: tuple[int, int], fps: float, log: Path
+) -> list[str]:
     """FFmpeg command: distorted first, reference second, both converted to yuv420p."""
     h, w = size
     raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}"]
@@ -124,7 +130,9 @@ def parse_vmaf_log(log: dict, expected: int) -> list[float]:
     return values
 
 
-def vmaf(ref_frames: Iterable[np.ndarray], dec_frames: Iterable[np.ndarray], fps: float = 25.0) -> list[float]:
+def vmaf(
+    ref_frames: Iterable[np.ndarray], dec_frames: Iterable[np.ndarray], fps: float = 25.0
+) -> list[float]:
     """Per-frame VMAF of two equally long frame sequences."""
     seq = VmafSequence(fps=fps)
     for ref, dec in zip(ref_frames, dec_frames, strict=True):

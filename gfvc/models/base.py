@@ -93,7 +93,9 @@ class MotionModel(abc.ABC):
         """Cut a flat vector into its named, shaped fields."""
         vec = np.asarray(vec)
         if vec.shape[-1] != self.dim:
-            raise ValueError(f"{self.name}: feature vector has {vec.shape[-1]} values, expected {self.dim}")
+            raise ValueError(
+                f"{self.name}: feature vector has {vec.shape[-1]} values, expected {self.dim}"
+            )
         out, at = {}, 0
         for f in self.fields:
             out[f.name] = vec[..., at : at + f.size].reshape(*vec.shape[:-1], *f.shape)

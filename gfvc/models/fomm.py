@@ -344,7 +344,7 @@ class FommModel(OfficialModel[FommKey]):
     def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
         return self.to_vector(self.analyse_tensor(self.frame_tensor(key_frame, "contiguous")))
 
-    def encode_key(self, key: torch.Tensor) -> FommKey:
+    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> FommKey:
         return FommKey(self.nets["generator"].encode_source(key))
 
     def synthesize_tensor(

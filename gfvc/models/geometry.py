@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "coordinate_grid",
+    "flow_warp",
     "heatmap_to_keypoints",
     "keypoints_to_gaussian",
     "resize_deformation",
@@ -86,3 +87,17 @@ def warp(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool) -> t
     """
     deformation = resize_deformation(deformation, tuple(inp.shape[2:]), align_corners)
     return F.grid_sample(inp, deformation, mode="bilinear", padding_mode="zeros", align_corners=align_corners)
+
+
+def flow_warp(inp: torch.Tensor, flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """Backward-warp ``inp`` (B, C, H, W) by a flow in *pixel* units (B, h, w, 2), (dx, dy).
+
+    CFTE's convention: a flow of another resolution is bilinearly resized to (H, W) with its
+    values unchanged (they stay in pixels of the input being warped), then added to the pixel
+    grid and normalised with ``2 * p / (n - 1) - 1``.
+    """
+    h, w = inp.shape[2:]
+    flow = resize_deformation(flow, (h, w), align_corners)
+    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=flow.dtype, device=flow.device)
+    grid = coordinate_grid((h, w), flow.dtype, flow.device).unsqueeze(0) + flow * scale
+    return F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=align_corners)

@@ -53,7 +53,9 @@ class OneEuroFilter:
     Slow motion is smoothed hard (jitter dominates), fast motion little (lag would show).
     """
 
-    def __init__(self, fps: float = 25.0, min_cutoff: float = 1.5, beta: float = 0.05, d_cutoff: float = 1.0):
+    def __init__(
+        self, fps: float = 25.0, min_cutoff: float = 1.5, beta: float = 0.05, d_cutoff: float = 1.0
+    ):
         self.fps, self.min_cutoff, self.beta, self.d_cutoff = fps, min_cutoff, beta, d_cutoff
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
@@ -162,7 +164,9 @@ class MeshModel(MotionModel):
         lm = self._landmarker(frame)
         if lm is None:
             if self._last is None:
-                raise NoFaceError("no face found in the key frame; pass --no-crop only for aligned faces, or check the input")
+                raise NoFaceError(
+                    "no face found in the key frame; pass --no-crop only for aligned faces, or check the input"
+                )
             pts = self._last  # hold the last pose through a missed detection
         else:
             pts = lm[list(LANDMARKS), :2].astype(np.float64)
@@ -183,10 +187,14 @@ class MeshModel(MotionModel):
             self._key_cache = (digest, pts, triangulate(pts))
         return self._key_cache[1], self._key_cache[2]
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
         import cv2
 
         src, tris = self._key_geometry(key_feature)
-        dst = np.concatenate([np.asarray(feature, dtype=np.float64).reshape(-1, 2), border_points(self.size)])
+        dst = np.concatenate(
+            [np.asarray(feature, dtype=np.float64).reshape(-1, 2), border_points(self.size)]
+        )
         map_x, map_y = piecewise_affine_maps(src, dst, tris, self.size)
         return cv2.remap(key_frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -230,15 +230,22 @@ class OfficialModel(MotionModel, Generic[K]):
             raise InputError(f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}")
         return frame_to_tensor(frame, layout).to(self.device)
 
-    def key_encoding(self, key_frame: np.ndarray) -> K:
-        """The cached key-frame encoding; recomputed only when the key frame's bytes change."""
+    def key_encoding(self, key_frame: np.ndarray, key_feature: np.ndarray | None = None) -> K:
+        """The cached key-frame encoding, recomputed only when the key frame's bytes (or the
+        key feature, for models whose encoding depends on it) change."""
         arr = np.ascontiguousarray(key_frame)
-        tag = hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).digest()
+        h = hashlib.sha1(arr.tobytes())
+        h.update(str(arr.shape).encode())
+        if key_feature is not None:
+            h.update(np.ascontiguousarray(key_feature, dtype=np.float64).tobytes())
+        tag = h.digest()
         if self._key_cache is None or self._key_cache[0] != tag:
+            self._key_cache = None
             with torch.inference_mode():
-                enc = self.encode_key(self.frame_tensor(arr, "contiguous"))
+                enc = self.encode_key(self.frame_tensor(arr, "contiguous"), key_feature)
             self._key_cache = (tag, enc)
         return self._key_cache[1]
 
-    def encode_key(self, key: torch.Tensor) -> K:
+    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> K:
+        """Everything of the synthesis that depends on the key frame only."""
         raise NotImplementedError

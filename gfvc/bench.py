@@ -1,0 +1,101 @@
+"""``gfvc bench``: measured speed of each stage, on the built-in sample (or any clip).
+
+Prints numbers; asserts nothing. Encode fps covers analysis, key-frame coding, prediction,
+quantization and entropy coding of frames already in memory; decode fps covers entropy
+decoding and synthesis. Reading and face cropping are reported separately as I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer, build_model
+from gfvc.keyframe import keyframe_codec
+
+
+def _ms(seconds: float, n: int) -> float:
+    return round(1000 * seconds / max(n, 1), 3)
+
+
+def run_bench(
+    src: str | Path | None = None, settings: EncodeSettings | None = None, frames: int = 100
+) -> dict[str, Any]:
+    import torch
+
+    from gfvc.demo import sample_path
+
+    s = settings or EncodeSettings()
+    src = Path(src) if src else sample_path()
+    s.frames = frames
+    t0 = time.perf_counter()
+    prep = FramePreparer(src, s)
+    clip = list(prep)
+    prep.close()
+    t_io = time.perf_counter() - t0
+    n = len(clip)
+
+    model = build_model(
+        s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
+    )
+    kf = keyframe_codec(s.keyframe_codec, qp=s.qp, fmt=s.keyframe_format)
+    enc = Encoder(model, kf, qstep=s.qstep, coder=s.coder)
+    t0 = time.perf_counter()
+    units = [enc.encode_frame(f) for f in clip]
+    t_enc = time.perf_counter() - t0
+
+    model.reset()
+    dec = Decoder(enc.header, model)
+    t0 = time.perf_counter()
+    out = [dec.decode_unit(u) for u in units]
+    t_dec = time.perf_counter() - t0
+    assert len(out) == n
+
+    # Stages on their own.
+    model.reset()
+    t0 = time.perf_counter()
+    feats = [model.analyse(f) for f in clip]
+    t_an = time.perf_counter() - t0
+    key_feat = feats[0]
+    t0 = time.perf_counter()
+    for f in feats[1:]:
+        model.synthesize(out[0], key_feat, f)
+    t_syn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pic = kf.encode(clip[0])
+    t_kfe = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kf.decode(pic, s.size, s.size)
+    t_kfd = time.perf_counter() - t0
+    from gfvc.features.entropy import feature_coder
+    from gfvc.features.quant import quantize
+
+    q = np.diff(quantize(np.stack(feats), enc.qstep), axis=0)
+    ce, cd = feature_coder(s.coder, model.dim), feature_coder(s.coder, model.dim)
+    t0 = time.perf_counter()
+    payloads = [ce.encode(r) for r in q]
+    t_ee = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p in payloads:
+        cd.decode(p)
+    t_ed = time.perf_counter() - t0
+
+    return {
+        "encode_fps": round(n / t_enc, 1),
+        "decode_fps": round(n / t_dec, 1),
+        "model": s.model,
+        "frames": n,
+        "size": s.size,
+        "threads": torch.get_num_threads(),
+        "analyse_ms": _ms(t_an, n),
+        "synthesize_ms": _ms(t_syn, n - 1),
+        "keyframe_encode_ms": _ms(t_kfe, 1),
+        "keyframe_decode_ms": _ms(t_kfd, 1),
+        "entropy_encode_ms": _ms(t_ee, len(q)),
+        "entropy_decode_ms": _ms(t_ed, len(q)),
+        "feature_bits_per_frame": round(8 * sum(map(len, payloads)) / len(q), 1),
+        "io_read_crop_ms": _ms(t_io, n),
+    }

@@ -1,0 +1,523 @@
+"""FV2V: one-shot free-view talking-head synthesis (face-vid2vid, Wang et al., CVPR 2021) as GFVC codes it.
+
+Per inter frame 57 scalars are sent: the head rotation matrix (3x3, from yaw/pitch/roll
+estimated by ``he_estimator``), the translation (3) and the expression deformation of the 15
+implicit 3-D keypoints (15x3). The decoder runs the canonical keypoint detector and the head
+pose estimator on the decoded key frame only, then moves the canonical keypoints with the
+received pose/expression: ``kp = R kp_c + t + exp``. The generator lifts the key frame to a
+3-D feature volume, warps it with a dense 3-D motion field and renders it back to 2-D.
+
+Network layout = ``FV2V-256.yaml`` of the GFVC common software (num_kp 15, no Jacobians,
+keypoint detector at full resolution); ``state_dict`` names and shapes equal the official
+checkpoint. Note that the v1 repository also ships ``config/vox-256.yaml`` with a different
+layout, which its scripts do not use.
+
+Reference behaviours kept on purpose (documented, see :class:`Fv2vOptions`):
+
+* ``HEEstimator.forward`` returns ``yaw = fc_roll(x)`` and ``roll = fc_yaw(x)``; checkpoints are
+  trained with that naming, so it is reproduced (only the names are swapped).
+* degrees -> radians uses ``pi = 3.14`` as in the reference (option ``pi``).
+* ``align_corners`` (default False, torch's default that the v1 software runs with).
+* masks below 1e-3 are zeroed before the motion fields are blended (``mask_floor``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gfvc.models.base import FeatureField
+from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoints_to_gaussian, warp
+from gfvc.models.layers import (
+    AntiAliasInterpolation2d,
+    DownBlock2d,
+    Hourglass,
+    ResBlock2d,
+    ResBlock3d,
+    SameBlock2d,
+    UpBlock2d,
+    UpBlock3d,
+)
+from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.registry import register_motion_model
+
+__all__ = [
+    "Fv2vDenseMotion",
+    "Fv2vGenerator",
+    "Fv2vKeypointDetector",
+    "Fv2vModel",
+    "Fv2vOptions",
+    "Fv2vOutputs",
+    "HeadPose",
+    "HeadPoseEstimator",
+    "headpose_to_degrees",
+    "rotation_matrix",
+]
+
+KP_VARIANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Fv2vOptions(ModelOptions):
+    """See the module docstring. ``rounding``: "round" (gfvc) or "truncate" (reference)."""
+
+    align_corners: bool = False
+    pi: float = 3.14
+    mask_floor: float = 1e-3
+    rounding: str = "round"
+
+
+# --------------------------------------------------------------------------- keypoints
+class KeypointHourglass(nn.Module):
+    """2-D encoder, 1x1 conv to ``reshape_features`` channels, reshaped to a 3-D volume of
+    depth ``reshape_depth``, then 3-D decoder (no skips). Output: (B, block_expansion, D, H, W)."""
+
+    def __init__(
+        self, block_expansion: int, in_features: int, reshape_features: int, reshape_depth: int, num_blocks: int, max_features: int
+    ) -> None:
+        super().__init__()
+
+        def width(i: int) -> int:
+            return min(max_features, block_expansion * 2**i)
+
+        self.down_blocks = nn.Sequential()
+        for i in range(num_blocks):
+            self.down_blocks.add_module(f"down{i}", DownBlock2d(in_features if i == 0 else width(i), width(i + 1)))
+        self.conv = nn.Conv2d(width(num_blocks), reshape_features, kernel_size=1)
+        self.up_blocks = nn.Sequential()
+        for i in range(num_blocks):
+            self.up_blocks.add_module(f"up{i}", UpBlock3d(width(num_blocks - i), width(num_blocks - i - 1)))
+        self.reshape_depth = reshape_depth
+        self.out_filters = width(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(self.down_blocks(x))
+        b, c, h, w = out.shape
+        return self.up_blocks(out.view(b, c // self.reshape_depth, self.reshape_depth, h, w))
+
+
+class Fv2vKeypointDetector(nn.Module):
+    """Canonical 3-D keypoints (B, K, 3) by 3-D soft-argmax."""
+
+    def __init__(
+        self,
+        block_expansion: int,
+        feature_channel: int,
+        num_kp: int,
+        image_channel: int,
+        max_features: int,
+        reshape_channel: int,
+        reshape_depth: int,
+        num_blocks: int,
+        temperature: float,
+        estimate_jacobian: bool = False,
+        scale_factor: float = 1,
+        single_jacobian_map: bool = False,
+    ) -> None:
+        super().__init__()
+        if estimate_jacobian:
+            raise ValueError("FV2V with estimate_jacobian (vox-256.yaml) is not supported; use FV2V-256.yaml")
+        self.predictor = KeypointHourglass(
+            block_expansion, image_channel, reshape_channel, reshape_depth, num_blocks, max_features
+        )
+        self.kp = nn.Conv3d(self.predictor.out_filters, num_kp, kernel_size=3, padding=1)
+        self.temperature = temperature
+        self.scale_factor = scale_factor
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(image_channel, scale_factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale_factor != 1:
+            x = self.down(x)
+        logits = self.kp(self.predictor(x))
+        shape = logits.shape
+        heat = F.softmax(logits.view(shape[0], shape[1], -1) / self.temperature, dim=2).view(shape)
+        return heatmap_to_keypoints(heat, 3)
+
+
+# --------------------------------------------------------------------------- head pose
+class ResBottleneck(nn.Module):
+    """ResNet bottleneck (1x1, 3x3 with stride, 1x1) with a projected skip when strided."""
+
+    def __init__(self, in_features: int, stride: int) -> None:
+        super().__init__()
+        mid = in_features // 4
+        self.conv1 = nn.Conv2d(in_features, mid, kernel_size=1)
+        self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, padding=1, stride=stride)
+        self.conv3 = nn.Conv2d(mid, in_features, kernel_size=1)
+        self.norm1 = nn.BatchNorm2d(mid, affine=True)
+        self.norm2 = nn.BatchNorm2d(mid, affine=True)
+        self.norm3 = nn.BatchNorm2d(in_features, affine=True)
+        self.stride = stride
+        if stride != 1:
+            self.skip = nn.Conv2d(in_features, in_features, kernel_size=1, stride=stride)
+            self.norm4 = nn.BatchNorm2d(in_features, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = F.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        if self.stride != 1:
+            x = self.norm4(self.skip(x))
+        return F.relu(out + x)
+
+
+@dataclass
+class HeadPose:
+    """Head-pose estimator output: angle bin logits ``yaw``/``pitch``/``roll`` (B, bins),
+    translation ``t`` (B, 3), expression ``exp`` (B, 3K)."""
+
+    yaw: torch.Tensor
+    pitch: torch.Tensor
+    roll: torch.Tensor
+    t: torch.Tensor
+    exp: torch.Tensor
+
+
+class HeadPoseEstimator(nn.Module):
+    """ResNet-50-like head pose / expression regressor (internal widths fixed at 256..2048)."""
+
+    def __init__(self, block_expansion: int, feature_channel: int, num_kp: int, image_channel: int, max_features: int, num_bins: int = 66, **_: Any) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(image_channel, block_expansion, kernel_size=7, padding=3, stride=2)
+        self.norm1 = nn.BatchNorm2d(block_expansion, affine=True)
+        self.conv2 = nn.Conv2d(block_expansion, 256, kernel_size=1)
+        self.norm2 = nn.BatchNorm2d(256, affine=True)
+        self.block1 = self._stage("b1", 256, 3)
+        self.conv3 = nn.Conv2d(256, 512, kernel_size=1)
+        self.norm3 = nn.BatchNorm2d(512, affine=True)
+        self.block2 = ResBottleneck(512, stride=2)
+        self.block3 = self._stage("b3", 512, 3)
+        self.conv4 = nn.Conv2d(512, 1024, kernel_size=1)
+        self.norm4 = nn.BatchNorm2d(1024, affine=True)
+        self.block4 = ResBottleneck(1024, stride=2)
+        self.block5 = self._stage("b5", 1024, 5)
+        self.conv5 = nn.Conv2d(1024, 2048, kernel_size=1)
+        self.norm5 = nn.BatchNorm2d(2048, affine=True)
+        self.block6 = ResBottleneck(2048, stride=2)
+        self.block7 = self._stage("b7", 2048, 2)
+        self.fc_roll = nn.Linear(2048, num_bins)
+        self.fc_pitch = nn.Linear(2048, num_bins)
+        self.fc_yaw = nn.Linear(2048, num_bins)
+        self.fc_t = nn.Linear(2048, 3)
+        self.fc_exp = nn.Linear(2048, 3 * num_kp)
+
+    @staticmethod
+    def _stage(prefix: str, features: int, n: int) -> nn.Sequential:
+        seq = nn.Sequential()
+        for i in range(n):
+            seq.add_module(f"{prefix}_{i}", ResBottleneck(features, stride=1))
+        return seq
+
+    def forward(self, x: torch.Tensor) -> HeadPose:
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = F.max_pool2d(out, kernel_size=3, stride=2, padding=1)
+        out = F.relu(self.norm2(self.conv2(out)))
+        out = self.block1(out)
+        out = F.relu(self.norm3(self.conv3(out)))
+        out = self.block3(self.block2(out))
+        out = F.relu(self.norm4(self.conv4(out)))
+        out = self.block5(self.block4(out))
+        out = F.relu(self.norm5(self.conv5(out)))
+        out = self.block7(self.block6(out))
+        out = F.adaptive_avg_pool2d(out, 1).view(out.shape[0], -1)
+        # The reference names are crossed (yaw from fc_roll, roll from fc_yaw); kept as trained.
+        return HeadPose(
+            yaw=self.fc_roll(out), pitch=self.fc_pitch(out), roll=self.fc_yaw(out), t=self.fc_t(out), exp=self.fc_exp(out)
+        )
+
+
+def headpose_to_degrees(logits: torch.Tensor) -> torch.Tensor:
+    """Expected angle of 66 bins of 3 degrees starting at -99: (B, bins) -> (B,)."""
+    idx = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)
+    return torch.sum(F.softmax(logits, dim=1) * idx, dim=1) * 3 - 99
+
+
+def rotation_matrix(x_deg: torch.Tensor, y_deg: torch.Tensor, z_deg: torch.Tensor, pi: float = 3.14) -> torch.Tensor:
+    """R = R_x @ R_y @ R_z from angles in degrees about the x, y, z axes: (B,) x3 -> (B, 3, 3)."""
+    ax, ay, az = (a.unsqueeze(1) / 180 * pi for a in (x_deg, y_deg, z_deg))
+    one, zero = torch.ones_like(ax), torch.zeros_like(ax)
+    r_x = torch.cat([one, zero, zero, zero, torch.cos(ax), -torch.sin(ax), zero, torch.sin(ax), torch.cos(ax)], dim=1).view(-1, 3, 3)
+    r_y = torch.cat([torch.cos(ay), zero, torch.sin(ay), zero, one, zero, -torch.sin(ay), zero, torch.cos(ay)], dim=1).view(-1, 3, 3)
+    r_z = torch.cat([torch.cos(az), -torch.sin(az), zero, torch.sin(az), torch.cos(az), zero, zero, zero, one], dim=1).view(-1, 3, 3)
+    return torch.einsum("bij,bjk,bkm->bim", r_x, r_y, r_z)
+
+
+def transform_keypoints(kp_canonical: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
+    """``R kp + t + exp``: (B,K,3), (B,3,3), (B,3), (B,3K) -> (B,K,3)."""
+    rotated = torch.einsum("bmp,bkp->bkm", rot, kp_canonical)
+    return rotated + t.unsqueeze(1) + exp.view(exp.shape[0], -1, 3)
+
+
+# --------------------------------------------------------------------------- generator
+class Fv2vDenseMotion(nn.Module):
+    """3-D dense motion + occlusion from canonical-space keypoint pairs."""
+
+    def __init__(
+        self,
+        block_expansion: int,
+        num_blocks: int,
+        max_features: int,
+        num_kp: int,
+        feature_channel: int,
+        reshape_depth: int,
+        compress: int,
+        estimate_occlusion_map: bool = False,
+        kp_variance: float = KP_VARIANCE,
+    ) -> None:
+        super().__init__()
+        self.hourglass = Hourglass(
+            block_expansion, (num_kp + 1) * (compress + 1), num_blocks, max_features, dims=3, final_conv=True
+        )
+        self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
+        self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
+        self.norm = nn.BatchNorm3d(compress, affine=True)
+        self.occlusion = (
+            nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+        )
+        self.num_kp = num_kp
+        self.kp_variance = kp_variance
+        self.align_corners = False
+        self.mask_floor = 1e-3
+
+    def compress_feature(self, feature: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.compress(feature)))
+
+    def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``feature``: the *compressed* key feature volume (see :meth:`compress_feature`)."""
+        b, c, d, h, w = feature.shape
+        k1 = self.num_kp + 1
+        identity = coordinate_grid((d, h, w), kp_source.dtype, kp_source.device).view(1, 1, d, h, w, 3)
+        to_source = identity - kp_driving.view(b, self.num_kp, 1, 1, 1, 3) + kp_source.view(b, self.num_kp, 1, 1, 1, 3)
+        motions = torch.cat([identity.expand(b, 1, d, h, w, 3), to_source], dim=1)
+        repeated = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
+        deformed = F.grid_sample(
+            repeated, motions.reshape(b * k1, d, h, w, 3), mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
+        ).view(b, k1, c, d, h, w)
+        g_d = keypoints_to_gaussian(kp_driving, (d, h, w), self.kp_variance)
+        g_s = keypoints_to_gaussian(kp_source, (d, h, w), self.kp_variance)
+        heat = torch.cat([feature.new_zeros(b, 1, d, h, w), g_d - g_s], dim=1).unsqueeze(2)
+        prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w))
+        mask = F.softmax(self.mask(prediction), dim=1)
+        blend = torch.where(mask < self.mask_floor, torch.zeros_like(mask), mask) if self.mask_floor > 0 else mask
+        deformation = (motions.permute(0, 1, 5, 2, 3, 4) * blend.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 4, 1)
+        out = {"mask": mask, "deformation": deformation}
+        if self.occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
+        return out
+
+
+@dataclass
+class Fv2vSource:
+    """Cached key-frame encoding: ``feature_3d`` (B,C,D,H/4,W/4) appearance volume and
+    ``compressed`` (B,compress,D,H/4,W/4) its dense-motion input."""
+
+    feature_3d: torch.Tensor
+    compressed: torch.Tensor
+
+
+@dataclass
+class Fv2vOutputs:
+    """Generator outputs (256x256): ``prediction`` (B,3,256,256); ``deformation``
+    (B,16,64,64,3) sampling grid (x,y,z); ``mask`` (B,K+1,16,64,64); ``occlusion_map`` (B,1,64,64)."""
+
+    prediction: torch.Tensor
+    deformation: torch.Tensor
+    mask: torch.Tensor
+    occlusion_map: torch.Tensor | None
+
+
+class Fv2vGenerator(nn.Module):
+    """2-D encoder -> 3-D feature volume -> 3-D warp -> 2-D decoder."""
+
+    def __init__(
+        self,
+        image_channel: int,
+        feature_channel: int,
+        num_kp: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        reshape_channel: int,
+        reshape_depth: int,
+        num_resblocks: int,
+        estimate_occlusion_map: bool = False,
+        dense_motion_params: dict[str, Any] | None = None,
+        estimate_jacobian: bool = False,
+    ) -> None:
+        super().__init__()
+        if dense_motion_params is None:
+            raise ValueError("FV2V generator needs dense_motion_params")
+        self.dense_motion_network = Fv2vDenseMotion(
+            num_kp=num_kp, feature_channel=feature_channel, estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params
+        )
+        self.first = SameBlock2d(image_channel, block_expansion, kernel_size=7, padding=3)
+        downs = []
+        for i in range(num_down_blocks):
+            downs.append(
+                DownBlock2d(min(max_features, block_expansion * 2**i), min(max_features, block_expansion * 2 ** (i + 1)))
+            )
+        self.down_blocks = nn.ModuleList(downs)
+        self.second = nn.Conv2d(min(max_features, block_expansion * 2**num_down_blocks), max_features, kernel_size=1)
+        self.reshape_channel = reshape_channel
+        self.reshape_depth = reshape_depth
+        self.resblocks_3d = nn.Sequential()
+        for i in range(num_resblocks):
+            self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(reshape_channel))
+        width = block_expansion * 2**num_down_blocks
+        self.third = SameBlock2d(max_features, width, kernel_size=3, padding=1, lrelu=True)
+        self.fourth = nn.Conv2d(width, width, kernel_size=1)
+        self.resblocks_2d = nn.Sequential()
+        for i in range(num_resblocks):
+            self.resblocks_2d.add_module(f"2dr{i}", ResBlock2d(width))
+        self.up_blocks = nn.ModuleList(
+            UpBlock2d(
+                max(block_expansion, block_expansion * 2 ** (num_down_blocks - i)),
+                max(block_expansion, block_expansion * 2 ** (num_down_blocks - i - 1)),
+            )
+            for i in range(num_down_blocks)
+        )
+        self.final = nn.Conv2d(block_expansion, image_channel, kernel_size=7, padding=3)
+        self.align_corners = False
+
+    def set_align_corners(self, value: bool) -> None:
+        self.align_corners = value
+        self.dense_motion_network.align_corners = value
+
+    def encode_source(self, source: torch.Tensor) -> Fv2vSource:
+        out = self.first(source)
+        for block in self.down_blocks:
+            out = block(out)
+        out = self.second(out)
+        b, _, h, w = out.shape
+        feature_3d = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
+        return Fv2vSource(feature_3d, self.dense_motion_network.compress_feature(feature_3d))
+
+    def decode(self, src: Fv2vSource, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> Fv2vOutputs:
+        motion = self.dense_motion_network(src.compressed, kp_driving, kp_source)
+        out = warp(src.feature_3d, motion["deformation"], self.align_corners)
+        b, c, d, h, w = out.shape
+        out = self.fourth(self.third(out.view(b, c * d, h, w)))
+        occlusion = motion.get("occlusion_map")
+        if occlusion is not None:
+            if occlusion.shape[2:] != out.shape[2:]:
+                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners)
+            out = out * occlusion
+        out = self.resblocks_2d(out)
+        for block in self.up_blocks:
+            out = block(out)
+        return Fv2vOutputs(
+            prediction=torch.sigmoid(self.final(out)),
+            deformation=motion["deformation"],
+            mask=motion["mask"],
+            occlusion_map=motion.get("occlusion_map"),
+        )
+
+    def forward(self, source_image: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> Fv2vOutputs:
+        return self.decode(self.encode_source(source_image), kp_driving, kp_source)
+
+
+# --------------------------------------------------------------------------- motion model
+@dataclass
+class Fv2vPose:
+    """Transmitted pose/expression: ``rot`` (B,3,3), ``t`` (B,3), ``exp`` (B,3K)."""
+
+    rot: torch.Tensor
+    t: torch.Tensor
+    exp: torch.Tensor
+
+
+@dataclass
+class Fv2vKey:
+    """Key-frame cache entry: canonical keypoints (B,K,3), the key's posed keypoints
+    ``kp_source`` (B,K,3) and the generator's source encoding."""
+
+    kp_canonical: torch.Tensor
+    kp_source: torch.Tensor
+    source: Fv2vSource
+
+
+@register_motion_model("fv2v")
+class Fv2vModel(OfficialModel[Fv2vKey]):
+    """FV2V as a gfvc MotionModel (feature: rotation 9 + translation 3 + expression 45 = 57)."""
+
+    model_id: ClassVar[int] = 4
+    default_qstep: ClassVar[float] = 256
+    family: ClassVar[str] = "fv2v"
+    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "he_estimator", "generator")
+    options_class: ClassVar[type[ModelOptions]] = Fv2vOptions
+    options: Fv2vOptions
+
+    def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
+        common = params["common_params"]
+        gen = Fv2vGenerator(**params["generator_params"], **common)
+        kp = Fv2vKeypointDetector(**params["kp_detector_params"], **common)
+        he = HeadPoseEstimator(**params["he_estimator_params"], **common)
+        gen.set_align_corners(self.options.align_corners)
+        gen.dense_motion_network.mask_floor = self.options.mask_floor
+        self.num_kp = int(common["num_kp"])
+        return {"kp_detector": kp, "he_estimator": he, "generator": gen}
+
+    @property
+    def fields(self) -> tuple[FeatureField, ...]:
+        return (
+            FeatureField("rotation", "matrix", (1, 3, 3)),
+            FeatureField("translation", "vector", (3,)),
+            FeatureField("expression", "vector", (self.num_kp, 3)),
+        )
+
+    # ------------------------------------------------------------------ pose <-> vector
+    def pose_from_headpose(self, he: HeadPose) -> Fv2vPose:
+        # The reference's matrix turns about x by the angle it calls "roll", about y by
+        # "pitch" and about z by "yaw" (HeadPose names, themselves crossed vs. the fc layers).
+        rx, ry, rz = (headpose_to_degrees(a) for a in (he.roll, he.pitch, he.yaw))
+        return Fv2vPose(rotation_matrix(rx, ry, rz, pi=self.options.pi), he.t, he.exp)
+
+    def to_vector(self, pose: Fv2vPose) -> np.ndarray:
+        flat = torch.cat([pose.rot[0].reshape(-1), pose.t[0].reshape(-1), pose.exp[0].reshape(-1)])
+        return flat.to("cpu", torch.float64).numpy()
+
+    def from_vector(self, vec: np.ndarray) -> Fv2vPose:
+        f = self.split_vector(np.asarray(vec, dtype=np.float64))
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=torch.float32, device=self.device)
+
+        return Fv2vPose(t(f["rotation"]).view(1, 3, 3), t(f["translation"]).view(1, 3), t(f["expression"]).view(1, -1))
+
+    # ------------------------------------------------------------------ coding
+    def analyse_tensor(self, x: torch.Tensor) -> tuple[HeadPose, Fv2vPose]:
+        with torch.inference_mode():
+            he = self.nets["he_estimator"](x)
+            return he, self.pose_from_headpose(he)
+
+    def analyse(self, frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.analyse_tensor(self.frame_tensor(frame))[1])
+
+    def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.analyse_tensor(self.frame_tensor(key_frame, "contiguous"))[1])
+
+    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> Fv2vKey:
+        """Reference semantics: the key's keypoints come from the key frame itself (float32 pose
+        from the estimator logits), not from a transmitted vector, so ``key_feature`` is unused."""
+        kp_c = self.nets["kp_detector"](key)
+        pose = self.pose_from_headpose(self.nets["he_estimator"](key))
+        kp_s = transform_keypoints(kp_c, pose.rot, pose.t, pose.exp)
+        return Fv2vKey(kp_c, kp_s, self.nets["generator"].encode_source(key))
+
+    def driving_keypoints(self, key: Fv2vKey, pose: Fv2vPose) -> torch.Tensor:
+        return transform_keypoints(key.kp_canonical, pose.rot, pose.t, pose.exp)
+
+    def synthesize_tensor(self, key_frame: np.ndarray, pose: Fv2vPose) -> Fv2vOutputs:
+        key = self.key_encoding(key_frame)
+        with torch.inference_mode():
+            return self.nets["generator"].decode(key.source, self.driving_keypoints(key, pose), key.kp_source)
+
+    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+        out = self.synthesize_tensor(key_frame, self.from_vector(feature))
+        return tensor_to_frame(out.prediction, self.options.rounding)
