@@ -93,7 +93,7 @@ class Encoder(_Closable):
         coder: str = "range",
         fps: Fraction = Fraction(25),
         gop: int | None = None,
-        segment_units: int = 64,
+        segment_units: int = 128,
     ) -> None:
         if gop is not None and gop < 1:
             raise InputError("--gop must be at least 1")

@@ -19,6 +19,7 @@ from gfvc.io import (
     find_face_crop,
     read_frames,
 )
+from gfvc.io.face import fit_in_frame
 from gfvc.io.video import parse_raw_name
 
 FACES = Path(__file__).parents[1].parent / "shared" / "data" / "faces"
@@ -174,7 +175,7 @@ def test_grey_video_reads_as_rgb(tmp_path: Path) -> None:
     assert len(frames) == 2 and frames[0].shape == (H, W, 3)
     np.testing.assert_array_equal(frames[0][..., 0], frames[0][..., 1])
     np.testing.assert_array_equal(frames[0][..., 0], frames[0][..., 2])
-    assert frames[0][0, 0, 0] < 5 and frames[0][0, -1, 0] > 250  # limited range expanded
+    assert frames[0][0, -1, 0] > frames[0][0, 0, 0] + 200  # the gradient survives
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +244,19 @@ def test_crop_none_is_centre_square() -> None:
     frame[:, 30:130] = 255
     out = crop_and_resize(frame, None, 50)
     assert out.shape == (50, 50, 3) and (out == 255).all()
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        (CropBox(10, 20, 100), CropBox(10, 20, 100)),  # inside: unchanged
+        (CropBox(-30, -10, 100), CropBox(0, 0, 100)),  # shifted in
+        (CropBox(250, 50, 100), CropBox(220, 50, 100)),
+        (CropBox(-17, 24, 560), CropBox(80, 0, 240)),  # larger than the frame: shrunk
+    ],
+)
+def test_fit_in_frame(box: CropBox, expected: CropBox) -> None:
+    assert fit_in_frame(box, 320, 240) == expected
 
 
 def test_no_face_in_blank_video() -> None:

@@ -55,7 +55,7 @@ class StreamHeader:
     keyframe_qp: int
     key_feature_sent: bool
     feature_dim: int
-    segment_units: int = 64
+    segment_units: int = 128
     extension: bytes = b""  # model-specific, up to 255 bytes
 
     def to_bytes(self) -> bytes:

@@ -13,7 +13,7 @@ import torch
 from pytorch_msssim import ms_ssim as _torch_ms_ssim
 from scipy.ndimage import correlate1d
 
-from gfvc.eval._frames import check_pair
+from gfvc.eval._frames import check_pair, torch_threads
 
 #: PSNR reported for identical frames (MSE == 0), as in the reference software.
 PSNR_IDENTICAL_DB = 100.0
@@ -108,11 +108,12 @@ def ms_ssim(ref: np.ndarray, dec: np.ndarray) -> float | None:
     ref, dec = check_pair(ref, dec)
     if ms_ssim_unavailable_reason(*ref.shape[:2]) is not None:
         return None
-    value = _torch_ms_ssim(
-        _y_tensor(ref),
-        _y_tensor(dec),
-        data_range=PEAK,
-        win_size=SSIM_WIN_SIZE,
-        win_sigma=SSIM_WIN_SIGMA,
-    )
+    with torch_threads(1):
+        value = _torch_ms_ssim(
+            _y_tensor(ref),
+            _y_tensor(dec),
+            data_range=PEAK,
+            win_size=SSIM_WIN_SIZE,
+            win_sigma=SSIM_WIN_SIGMA,
+        )
     return float(value)

@@ -164,6 +164,20 @@ def head_box(face: _Box, scale: float) -> CropBox:
     return CropBox(int(round(cx - side / 2)), int(round(cy - side / 2)), side)
 
 
+def fit_in_frame(box: CropBox, width: int, height: int) -> CropBox:
+    """Move (and if needed shrink) ``box`` to lie inside the picture.
+
+    Edge-replicated padding looks smeared and costs bits, so a box that fits is shifted
+    inside, and one larger than the short side becomes the largest square around it.
+    """
+    side = min(box.size, width, height)
+    side -= side % 2 if side > 2 else 0
+    cx, cy = box.x + box.size / 2, box.y + box.size / 2
+    x = int(round(min(max(cx - side / 2, 0), width - side)))
+    y = int(round(min(max(cy - side / 2, 0), height - side)))
+    return CropBox(x, y, side)
+
+
 def find_face_crop(
     frames: Sequence[np.ndarray], scale: float = 1.8, *, source: str | None = None
 ) -> CropBox:
@@ -171,8 +185,10 @@ def find_face_crop(
 
     The face is found in every given frame, and the median centre and size are used, so a
     few misses or a moving head do not shake the box. ``scale`` enlarges the detected face
-    (eyebrows to chin) so the head and some margin fit, like VoxCeleb / GFVC test framing.
-    ``source`` names the input in the error message.
+    (eyebrows to chin) so the head and some margin fit, like VoxCeleb / GFVC test framing;
+    the box is then kept inside the picture (see :func:`fit_in_frame`), so on a clip that
+    is already a face crop it tends to the whole frame. ``source`` names the input in the
+    error message.
     """
     if not len(frames):
         raise InputError("find_face_crop needs at least one frame")
@@ -188,7 +204,8 @@ def find_face_crop(
             "a face crop, pass --no-crop"
         )
     refined = _refined_boxes(mp, rgb, _median_box(coarse))
-    return head_box(_median_box(refined or coarse), scale)
+    h, w = rgb[0].shape[:2]
+    return fit_in_frame(head_box(_median_box(refined or coarse), scale), w, h)
 
 
 # ---------------------------------------------------------------------------------------------

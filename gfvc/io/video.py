@@ -158,8 +158,9 @@ def _open_container(path: Path):  # -> av.container.InputContainer
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:120]
+    """One short line for an exception (FFmpeg's own text, without errno and path)."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return str(text).splitlines()[0][:120]
 
 
 def _probe_container(path: Path, fps: Fraction | None) -> VideoInfo:

@@ -129,7 +129,7 @@ class MeshModel(MotionModel):
     """Landmark-driven piecewise-affine warp (no learned weights)."""
 
     model_id: ClassVar[int] = 1
-    default_qstep: ClassVar[float] = 1.0  # 1-pixel steps at 256x256
+    default_qstep: ClassVar[float] = 0.5  # 2-pixel steps at 256x256 (closed loop: error <= 1 px)
     send_key_feature: ClassVar[bool] = True
 
     def __init__(self, size: int = 256, smoothing: bool = True, fps: float = 25.0) -> None:
