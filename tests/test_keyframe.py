@@ -227,6 +227,7 @@ def test_vvc_command_lines() -> None:
     assert vtm[vtm.index("-wdt") + 1] == "256" and vtm[vtm.index("-hgt") + 1] == "192"
     assert vtm[vtm.index("-q") + 1] == "37" and vtm[vtm.index("-b") + 1] == "out.266"
     assert "--SEIDecodedPictureHash=0" in vtm
+    assert vvc_command("/x/vvencFFapp", "i", "o", 64, 64, 30)[1] == "-i"  # VTM-style options
 
 
 def _fake_encoder(folder: Path, body: str) -> Path:

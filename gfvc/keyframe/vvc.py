@@ -33,8 +33,9 @@ _MISSING = (
 
 
 def encoder_kind(path: str) -> EncoderKind:
-    """vvenc and VTM take different arguments; tell them apart by the program name."""
-    return "vvenc" if "vvenc" in Path(path).name.lower() else "vtm"
+    """``vvencapp`` has its own short options; VTM's EncoderApp and vvenc's expert
+    ``vvencFFapp`` share the VTM ones. Told apart by the program name."""
+    return "vvenc" if Path(path).name.lower().startswith("vvencapp") else "vtm"
 
 
 def find_vvc_encoder(explicit: str | None = None) -> str:

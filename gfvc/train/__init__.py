@@ -1,0 +1,1 @@
+"""Training of learned gfvc models (the default landmark-driven model)."""
