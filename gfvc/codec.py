@@ -142,14 +142,15 @@ class Encoder(_Closable):
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
             self._predictor = ClosedLoopPredictor.from_ints(ints, self.qstep)
-            side = encode_ints_eg(ints)
+            feature = encode_ints_eg(ints)
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
             self._predictor = ClosedLoopPredictor.from_float(
                 self.model.analyse_key(decoded), self.qstep
             )
-            side = b""
-        return bytes([KEY]) + pack_key_payload(picture, side)
+            feature = b""
+        side = self.model.key_side_info(self._predictor.reconstruction)
+        return bytes([KEY]) + pack_key_payload(picture, feature, side)
 
     def _feature_unit(self, frame: np.ndarray) -> bytes:
         assert self._predictor is not None
@@ -211,19 +212,20 @@ class Decoder(_Closable):
 
     def _decode_key(self, payload: bytes) -> np.ndarray:
         size = self.model.size
-        picture, side = unpack_key_payload(payload)
+        picture, feature, side = unpack_key_payload(payload)
         frame = self.keyframe.decode(picture, size, size)
         qstep = self.header.qstep
         if self.header.key_feature_sent:
-            ints = decode_ints_eg(side, self.model.dim, "key-frame feature")
+            ints = decode_ints_eg(feature, self.model.dim, "key-frame feature")
             self._predictor = ClosedLoopPredictor.from_ints(ints, qstep)
         else:
-            if side:
+            if feature:
                 raise BitstreamError("key-frame unit carries unexpected feature bytes")
             self._predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(frame), qstep)
         self._key_frame = frame
         self._key_feature = self._predictor.reconstruction
         self.model.reset()
+        self.model.load_key_side_info(side, self._key_feature)
         return frame
 
 
@@ -403,9 +405,9 @@ def stream_report(data: bytes) -> EncodeReport:
     key_bits = feat_bits = 0
     for unit in parsed.units:
         if unit[0] == KEY:
-            picture, side = unpack_key_payload(unit[1:])
+            picture, feature, side = unpack_key_payload(unit[1:])
             key_bits += 8 * len(picture)
-            feat_bits += 8 * len(side)
+            feat_bits += 8 * (len(feature) + len(side))
         else:
             feat_bits += 8 * (len(unit) - 1)
     total = 8 * len(data)

@@ -37,7 +37,7 @@ def make_file(n_frames=100, seed=0, key_every=None, segment_units=16):
     units = []
     for i in range(n_frames):
         if i == 0 or (key_every and i % key_every == 0):
-            u = bytes([KEY]) + pack_key_payload(rng.bytes(500 + i), rng.bytes(7))
+            u = bytes([KEY]) + pack_key_payload(rng.bytes(500 + i), rng.bytes(7), rng.bytes(3))
         else:
             u = bytes([FEATURE]) + rng.bytes(int(np.clip(rng.normal(25, 4), 1, None)))
         units.append(u)
@@ -101,8 +101,8 @@ def test_not_a_gfv_file():
 
 
 def test_key_payload_round_trip_and_truncation():
-    p = pack_key_payload(b"x" * 300, b"side")
-    assert unpack_key_payload(p) == (b"x" * 300, b"side")
+    p = pack_key_payload(b"x" * 300, b"feat", b"side")
+    assert unpack_key_payload(p) == (b"x" * 300, b"feat", b"side")
     with pytest.raises(BitstreamError):
         unpack_key_payload(p[:100])
 

@@ -152,6 +152,15 @@ def test_lmd_mediapipe_identical_is_zero() -> None:
     assert face.lmd_mediapipe(a0, a0) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype:UserWarning")
+def test_no_face_frames_are_left_out_and_noted() -> None:
+    flat = [np.full((64, 64, 3), v, np.uint8) for v in (90, 120)]
+    report = evaluate_sequences(flat, flat, metrics=["lmd_mediapipe", "lmd"])
+    assert report["frames"]["lmd_mediapipe"] == [None, None] and report["lmd_mediapipe"] is None
+    assert "2 of 2" in report["notes"]["lmd_mediapipe"]
+    assert report["lmd"] == 0.0  # dlib falls back to the whole frame, same fit on both
+
+
 def test_dlib_model_dir_found_without_import() -> None:
     from gfvc.eval import face
 

@@ -137,16 +137,22 @@ class StreamHeader:
 # ----------------------------------------------------------------------------- units
 
 
-def pack_key_payload(keyframe: bytes, key_feature: bytes) -> bytes:
-    """Key unit payload: varint length of the key-frame picture, the picture, the feature."""
-    return _varint(len(keyframe)) + keyframe + key_feature
+def pack_key_payload(keyframe: bytes, key_feature: bytes, side: bytes = b"") -> bytes:
+    """Key unit payload: the key-frame picture, the key feature and model side information,
+    the first two with varint lengths (the side information runs to the end)."""
+    return _varint(len(keyframe)) + keyframe + _varint(len(key_feature)) + key_feature + side
 
 
-def unpack_key_payload(payload: bytes) -> tuple[bytes, bytes]:
+def unpack_key_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:
+    """(picture, key_feature, side) of a key unit payload."""
     n, at = _read_varint(payload, 0, "key-frame unit")
     if at + n > len(payload):
         raise BitstreamError("truncated key-frame unit")
-    return payload[at : at + n], payload[at + n :]
+    picture = payload[at : at + n]
+    m, at = _read_varint(payload, at + n, "key-frame unit")
+    if at + m > len(payload):
+        raise BitstreamError("truncated key-frame unit")
+    return picture, payload[at : at + m], payload[at + m :]
 
 
 def unit_type(unit: bytes) -> int:

@@ -110,8 +110,8 @@ class SequenceEvaluator:
         self._lpips = self._try_load("lpips", lambda: load_lpips(vgg_state=vgg))
         self._dists = self._try_load("dists", lambda: load_dists(vgg_state=vgg))
         self._vmaf = self._try_load("vmaf", lambda: _vmaf_sequence(fps))
-        self._dlib_ok = self._try_backend(("lmd", "id_dist"), _check_dlib)
-        self._mediapipe_ok = self._try_backend(("lmd_mediapipe",), _check_mediapipe)
+        self._try_backend(("lmd", "id_dist"), _check_dlib)
+        self._try_backend(("lmd_mediapipe",), _check_mediapipe)
 
     # ---------------------------------------------------------------- backends
     def _mark_unavailable(self, name: str, reason: str) -> None:

@@ -134,7 +134,12 @@ def vmaf(
     ref_frames: Iterable[np.ndarray], dec_frames: Iterable[np.ndarray], fps: float = 25.0
 ) -> list[float]:
     """Per-frame VMAF of two equally long frame sequences."""
+    refs, decs = list(ref_frames), list(dec_frames)
+    if len(refs) != len(decs):
+        raise InputError(
+            f"sequence lengths differ: {len(refs)} reference and {len(decs)} decoded frames"
+        )
     seq = VmafSequence(fps=fps)
-    for ref, dec in zip(ref_frames, dec_frames, strict=True):
+    for ref, dec in zip(refs, decs, strict=True):
         seq.add(ref, dec)
     return seq.run()

@@ -138,6 +138,20 @@ class MotionModel(abc.ABC):
         reconstructed by the decoder. Returns (H, W, 3) uint8.
         """
 
+    def key_side_info(self, key_feature: np.ndarray) -> bytes:
+        """Encoder, right after analysing a key frame: extra data the decoder needs for this
+        key frame (sent once in the key unit), e.g. the key frame's own landmarks. The
+        decoder must not derive such data itself when its source can differ between
+        machines. ``key_feature`` is the key feature as the decoder will reconstruct it."""
+        return b""
+
+    def load_key_side_info(self, data: bytes, key_feature: np.ndarray) -> None:
+        """Decoder: receive what ``key_side_info`` produced for the current key frame."""
+        if data:
+            from gfvc.errors import BitstreamError
+
+            raise BitstreamError(f"key-frame unit carries {len(data)} bytes the {self.name} model does not use")
+
     def reset(self) -> None:
         """Forget per-sequence state (trackers, smoothing, cached key-frame encodings)."""
 
