@@ -494,6 +494,36 @@ def ctc(
     _run(body)
 
 
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="Training YAML (see configs/train_landmark.yaml).")
+    ] = None,
+    run_dir: Annotated[
+        str | None, typer.Option(help="Run folder (checkpoints, logs, curves).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimisation steps.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes (resumable).")
+    ] = None,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Where the cropped training clips are cached.")
+    ] = None,
+) -> None:
+    """Train the default landmark model (resumable; works under torchrun for several GPUs)."""
+    from gfvc.train.trainer import TrainConfig
+    from gfvc.train.trainer import train as run_training
+
+    def body() -> None:
+        cfg = TrainConfig.load(
+            config, run_dir=run_dir, steps=steps, time_limit_min=time_limit, cache_dir=cache_dir
+        )
+        out = run_training(cfg, log=lambda s: typer.echo(s, err=True))
+        typer.echo(f"weights: {out}")
+
+    _run(body)
+
+
 def main() -> None:
     app()
 

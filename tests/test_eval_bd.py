@@ -48,8 +48,8 @@ def test_unequal_point_counts_allowed() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(InputError, match="at least 4"):
-        bd_rate(RATES[:3], PSNR[:3], RATES, PSNR)
+    with pytest.raises(InputError, match="at least 3"):
+        bd_rate(RATES[:2], PSNR[:2], RATES, PSNR)
     with pytest.raises(InputError, match="not monotonic"):
         bd_rate(RATES, [28.0, 31.0, 30.0, 35.0], RATES, PSNR)
     with pytest.raises(InputError, match="not monotonic"):
@@ -60,6 +60,21 @@ def test_errors() -> None:
         bd_rate([5.0, 5.0, 20.0, 40.0], PSNR, RATES, PSNR)
     with pytest.raises(InputError, match="4 rates but 3"):
         bd_quality(RATES, PSNR[:3], RATES, PSNR)
+
+
+@pytest.mark.parametrize("method", ["pchip", "akima"])
+def test_three_points_hand_computed(method: str) -> None:
+    # log2(rate) linear in PSNR on both curves: every interpolator is exact. At equal PSNR the
+    # test needs 2^(-1/3) of the anchor's rate (it is 1 dB better, 3 dB per doubling), so
+    # BD-rate = 2^(-1/3) - 1 = -20.63 %, and BD-PSNR = +1 dB over the common rate range.
+    rates = [10.0, 20.0, 40.0]
+    anchor, test = [30.0, 33.0, 36.0], [31.0, 34.0, 37.0]
+    expected = (2 ** (-1 / 3) - 1) * 100
+    assert bd_rate(rates, anchor, rates, test, method=method) == pytest.approx(expected, abs=1e-9)
+    assert bd_quality(rates, anchor, rates, test, method=method) == pytest.approx(1.0, abs=1e-9)
+    # a 3-point curve against a 4-point one through the same points: nearly 0 (the
+    # interpolants differ slightly between the points)
+    assert bd_rate(RATES, PSNR, RATES[:3], PSNR[:3], method=method) == pytest.approx(0, abs=0.5)
 
 
 def test_overlap_fraction() -> None:

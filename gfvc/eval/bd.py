@@ -7,7 +7,10 @@ so a "lower is better" metric (LPIPS, DISTS, landmark or identity distance) woul
 assertion. We therefore negate such metrics for BD-rate. We pass
 ``require_matching_points=False`` (its default True rejects curves with different point
 counts, e.g. 4 GFVC points against 6 anchor points) and use PCHIP interpolation (monotone,
-no overshoot between points); ``method="akima"`` is available too.
+no overshoot between points); ``method="akima"`` is available too. Both are piecewise and work
+from three points per curve (the GFVC test conditions of our example use three rate points);
+the package's "cubic" method (one cubic polynomial through all points, the original VCEG-M33
+formula) needs four and is not offered.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from gfvc.errors import InputError
 
 #: Metrics where lower values mean better quality.
 LOWER_IS_BETTER = frozenset({"lmd", "lmd_mediapipe", "id_dist", "lpips", "dists"})
-#: Fewest RD points per curve (a cubic segment needs four).
-MIN_POINTS = 4
+#: Fewest RD points per curve (PCHIP and Akima interpolate three points; two would be a line).
+MIN_POINTS = 3
 METHODS = ("pchip", "akima")
 
 
@@ -36,7 +39,7 @@ def lower_is_better(metric: str) -> bool:
 def _curve(
     rates: Sequence[float], values: Sequence[float], metric: str, which: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated curve sorted by rate: >= 4 finite points, rate and quality strictly monotone."""
+    """Validated curve sorted by rate: >= MIN_POINTS finite points, rate and quality strictly monotone."""
     r = np.asarray(rates, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if r.ndim != 1 or r.shape != v.shape:

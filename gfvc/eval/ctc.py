@@ -2,18 +2,37 @@
 
 A YAML config names the sequences, the codecs (GFVC models with a key-frame QP sweep, and
 conventional anchors with a QP sweep) and the metrics. Each (sequence, codec, rate point) is a
-*job* whose result is one JSON file under ``OUT/runs/``: a finished job is never redone, so
-an interrupted run resumes where it stopped, and ``--shard i/n`` lets a cluster array job
-split the work. ``report`` gathers every result into CSV/JSONL, BD-rate tables, RD plots and
-side-by-side strips, and writes ``OUT/report.md``.
+*job* whose result is one JSON file under ``OUT/runs/``. A finished job is not redone as long
+as the settings it depends on are unchanged (each result records a ``settings_id``), so an
+interrupted run resumes where it stopped, and ``--shard i/n`` lets a cluster array job split
+the work (shard i takes jobs i, i+n, i+2n, ... of the fixed job order). ``write_report``
+gathers the results of the current config into CSV/JSONL, BD-rate and BD-quality tables, RD
+plots and side-by-side strips, and writes ``OUT/report.md``.
+
+Config keys (see configs/ctc_*.yaml):
+
+``name``, ``sequences`` (paths, relative to the config file; ``$VARS`` expanded), ``frames``
+(first N frames, null for all), ``size`` (coded square size), ``fps`` (the rate every kbps is
+computed at, whatever the source frame rate), ``crop`` (face crop like ``gfvc encode``; false
+for already aligned faces), ``raw_size`` (WxH of .rgb/.yuv sequences), ``metrics``,
+``reference`` (the codec BD values are computed against; default: the first anchor),
+``strip_frame`` (0..1, where in the sequence the strip frame is taken) and ``codecs``: a list
+of ``{name, type: gfvc|anchor, qp: [...]}`` plus, for ``gfvc``, ``model``, ``checkpoint``,
+``config``, ``qstep``, ``keyframe_codec``, ``keyframe_format``, ``coder``, ``gop``, ``device``
+and, for ``anchor``, ``codec`` (x265, svtav1, vvc, lossless; default: the name) and
+``preset``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
+import math
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +44,22 @@ from gfvc.errors import GfvcError, InputError
 
 GFVC = "gfvc"
 ANCHOR = "anchor"
+
+#: Bump when the meaning of a stored result changes (forces a rerun of old results).
+RESULT_VERSION = 1
+
+_TOP_KEYS = {
+    "name", "description", "sequences", "codecs", "metrics", "frames", "size", "fps", "crop",
+    "raw_size", "reference", "strip_frame",
+}  # fmt: skip
+_GFVC_KEYS = {
+    "model", "checkpoint", "config", "qstep", "keyframe_codec", "keyframe_format", "coder",
+    "gop", "device",
+}  # fmt: skip
+_ANCHOR_KEYS = {"codec", "preset"}
+#: Metrics shown in strip captions, and used to find the anchor of "similar quality".
+_CAPTION_METRICS = ("dists", "lpips", "ms_ssim", "psnr_y", "lmd", "id_dist")
+_QUALITY_MATCH = ("dists", "lpips", "ms_ssim", "ssim", "psnr_y", "psnr_rgb")
 
 
 @dataclass(frozen=True)
@@ -46,7 +81,7 @@ class CtcConfig:
     fps: Fraction = Fraction(25)
     crop: bool = True
     raw_size: tuple[int, int] | None = None
-    reference: str | None = None  # codec name BD-rates are computed against
+    reference: str | None = None  # codec name BD values are computed against
     strip_frame: float = 0.5  # where in the sequence the strip frame is taken (fraction)
 
     @classmethod
@@ -59,61 +94,173 @@ class CtcConfig:
         try:
             d = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise InputError(f"config {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"config {p} is not valid YAML: {first}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read config {p}: {e}") from None
         if not isinstance(d, dict):
-            raise InputError(f"config {p} must be a YAML mapping")
-        return cls.from_dict(d, base=p.parent)
+            raise InputError(f"config {p} must be a YAML mapping (name, sequences, codecs, ...)")
+        try:
+            return cls.from_dict(d, base=p.parent)
+        except InputError as e:
+            raise InputError(f"config {p}: {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path = Path(".")) -> CtcConfig:
-        from gfvc.eval.metrics import check_metric_names
+        from gfvc.eval.metrics import FAST_METRICS, check_metric_names
 
-        try:
-            seqs = [_resolve(base, s) for s in d["sequences"]]
-            codecs = [
-                CodecSpec(
-                    name=c["name"],
-                    kind=c.get("type", GFVC),
-                    qps=tuple(int(q) for q in c["qp"]),
-                    options={k: v for k, v in c.items() if k not in ("name", "type", "qp")},
-                )
-                for c in d["codecs"]
-            ]
-        except (KeyError, TypeError) as e:
+        unknown = sorted(set(d) - _TOP_KEYS)
+        if unknown:
             raise InputError(
-                f"config is missing {e}: it needs 'sequences' and 'codecs' (name, type, qp)"
-            ) from None
-        if not seqs or not codecs:
-            raise InputError("config needs at least one sequence and one codec")
-        for c in codecs:
-            if c.kind not in (GFVC, ANCHOR):
-                raise InputError(
-                    f"codec {c.name!r}: type must be 'gfvc' or 'anchor', got {c.kind!r}"
-                )
+                f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_TOP_KEYS))}"
+            )
+        for key in ("sequences", "codecs"):
+            if key not in d:
+                raise InputError(f"missing {key!r} (a list)")
+            if not isinstance(d[key], list) or not d[key]:
+                raise InputError(f"{key!r} must be a non-empty list")
+        seqs = [_resolve(base, s, i) for i, s in enumerate(d["sequences"])]
+        stems = [s.stem for s in seqs]
+        dup = next((s for s in stems if stems.count(s) > 1), None)
+        if dup:
+            raise InputError(f"two sequences are named {dup!r}: results are keyed by file name")
+        codecs = [_codec_spec(c, i) for i, c in enumerate(d["codecs"])]
         names = [c.name for c in codecs]
-        if len(set(names)) != len(names):
-            raise InputError("codec names in the config must be unique")
-        raw = d.get("raw_size")
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise InputError(f"codec name {dup!r} is used twice; codec names must be unique")
         ref = d.get("reference")
         if ref is not None and ref not in names:
             raise InputError(f"reference {ref!r} is not one of the codecs: {', '.join(names)}")
+        metrics = d.get("metrics", list(FAST_METRICS))
+        if isinstance(metrics, str):
+            metrics = [m.strip() for m in metrics.split(",")]
+        if not isinstance(metrics, list) or not metrics:
+            raise InputError("'metrics' must be a non-empty list of metric names")
+        frames = d.get("frames", 250)
+        if frames is not None and (not _is_int(frames) or frames < 2):
+            raise InputError(f"'frames' must be an integer >= 2 or null, got {frames!r}")
+        size = d.get("size", 256)
+        if not _is_int(size) or not 64 <= size <= 1024 or size % 2:
+            raise InputError(f"'size' must be an even integer in [64, 1024], got {size!r}")
+        try:
+            fps = Fraction(str(d.get("fps", 25)))
+        except (ValueError, ZeroDivisionError):
+            fps = Fraction(0)
+        if fps <= 0:
+            raise InputError(f"'fps' must be a positive number, got {d.get('fps')!r}")
+        strip = d.get("strip_frame", 0.5)
+        if not isinstance(strip, int | float) or not 0 <= strip <= 1:
+            raise InputError(f"'strip_frame' must be a number in [0, 1], got {strip!r}")
         return cls(
             name=str(d.get("name", "ctc")),
             sequences=seqs,
             codecs=codecs,
-            metrics=check_metric_names(d.get("metrics", ["psnr_rgb", "psnr_y", "ssim", "ms_ssim"])),
-            frames=d.get("frames", 250),
-            size=int(d.get("size", 256)),
-            fps=Fraction(str(d.get("fps", 25))),
+            metrics=check_metric_names(str(m) for m in metrics),
+            frames=frames,
+            size=int(size),
+            fps=fps,
             crop=bool(d.get("crop", True)),
-            raw_size=tuple(int(v) for v in str(raw).lower().split("x")) if raw else None,  # type: ignore[arg-type]
+            raw_size=_raw_size(d.get("raw_size")),
             reference=ref,
+            strip_frame=float(strip),
         )
 
+    @property
+    def bd_reference(self) -> str | None:
+        """The codec BD values are computed against: ``reference``, else the first anchor."""
+        return self.reference or next((c.name for c in self.codecs if c.kind == ANCHOR), None)
 
-def _resolve(base: Path, s: Any) -> Path:
-    p = Path(os.path.expandvars(str(s["path"] if isinstance(s, dict) else s))).expanduser()
+    def settings_id(self, job: Job) -> str:
+        """Hash of everything a job's result depends on (a changed config reruns the job)."""
+        d = {
+            "v": RESULT_VERSION,
+            "frames": self.frames,
+            "size": self.size,
+            "fps": str(self.fps),
+            "crop": self.crop,
+            "raw_size": self.raw_size,
+            "metrics": list(self.metrics),
+            "strip_frame": self.strip_frame,
+            "sequence": job.sequence.name,
+            "codec": [job.codec.kind, sorted(job.codec.options.items())],
+            "qp": job.qp,
+        }
+        return hashlib.sha1(json.dumps(d, default=str).encode()).hexdigest()[:16]
+
+    def crop_id(self) -> str:
+        d = [self.frames, self.size, self.crop, self.raw_size]
+        return hashlib.sha1(json.dumps(d).encode()).hexdigest()[:10]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _raw_size(raw: Any) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    try:
+        w, h = (int(v) for v in str(raw).lower().split("x"))
+    except ValueError:
+        raise InputError(f"'raw_size' must look like 256x256, got {raw!r}") from None
+    return w, h
+
+
+def _resolve(base: Path, s: Any, i: int) -> Path:
+    if isinstance(s, dict):
+        s = s.get("path")
+    if not isinstance(s, str) or not s:
+        raise InputError(f"sequence {i + 1} must be a path (or {{path: ...}}), got {s!r}")
+    p = Path(os.path.expandvars(s)).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _codec_spec(c: Any, i: int) -> CodecSpec:
+    from gfvc.eval.anchors import QP_RANGE, canonical_codec
+
+    if not isinstance(c, dict):
+        raise InputError(f"codec {i + 1} must be a mapping with name, type and qp")
+    name = c.get("name")
+    if not isinstance(name, str) or not name or "__" in name or "/" in name:
+        raise InputError(f"codec {i + 1} needs a 'name' (text without '/' or '__')")
+    kind = c.get("type", GFVC)
+    if kind not in (GFVC, ANCHOR):
+        raise InputError(f"codec {name!r}: type must be 'gfvc' or 'anchor', got {kind!r}")
+    qps = c.get("qp")
+    if _is_int(qps):
+        qps = [qps]
+    if not isinstance(qps, list) or not qps or not all(_is_int(q) for q in qps):
+        raise InputError(f"codec {name!r}: 'qp' must be a list of integers, e.g. [22, 32, 42]")
+    if len(set(qps)) != len(qps):
+        raise InputError(f"codec {name!r}: 'qp' lists a value twice")
+    options = {k: v for k, v in c.items() if k not in ("name", "type", "qp")}
+    allowed = _GFVC_KEYS if kind == GFVC else _ANCHOR_KEYS
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise InputError(
+            f"codec {name!r}: unknown option {bad[0]!r} for type {kind}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+    if kind == ANCHOR:
+        codec = canonical_codec(str(options.get("codec", name)))
+        options["codec"] = codec
+        lo, hi = QP_RANGE[codec]
+        for q in qps:
+            if not lo <= q <= hi:
+                raise InputError(f"codec {name!r}: {codec} QP must be in [{lo}, {hi}], got {q}")
+    else:
+        from gfvc.keyframe import keyframe_codec
+        from gfvc.models import model_class
+
+        model_class(str(options.get("model", "mesh")))
+        for q in qps:
+            keyframe_codec(
+                str(options.get("keyframe_codec", "x265")),
+                qp=q,
+                fmt=options.get("keyframe_format", "yuv420"),
+            )
+    return CodecSpec(name=name, kind=kind, qps=tuple(int(q) for q in qps), options=options)
 
 
 @dataclass(frozen=True)
@@ -128,6 +275,7 @@ class Job:
 
 
 def jobs(cfg: CtcConfig, shard: tuple[int, int] = (0, 1)) -> list[Job]:
+    """The jobs of shard ``i`` of ``n``: every n-th job of the fixed order, starting at i."""
     i, n = shard
     if not 0 <= i < n:
         raise InputError(f"--shard must be i/n with 0 <= i < n, got {i}/{n}")
@@ -142,7 +290,34 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
         raise InputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise InputError(f"--shard must be i/n with 0 <= i < n, got {text}")
     return i, n
+
+
+def result_path(out: Path, job: Job) -> Path:
+    return out / "runs" / f"{job.key}.json"
+
+
+def is_finished(cfg: CtcConfig, job: Job, out: Path) -> bool:
+    """True when ``job`` has a stored result made with the current settings."""
+    p = result_path(out, job)
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("settings_id") == cfg.settings_id(job)
+    except (OSError, ValueError):
+        return False  # unreadable: redo it
+
+
+def check_sequences(seqs: Iterable[Path]) -> None:
+    for s in seqs:
+        if not s.is_file():
+            hint = ""
+            if "$" in str(s):
+                var = str(s).split("$", 1)[1].split("/", 1)[0].strip("{}")
+                hint = f" (set the environment variable {var})"
+            raise InputError(f"sequence {s} does not exist{hint}")
 
 
 # ----------------------------------------------------------------------------- one job
@@ -152,17 +327,22 @@ def reference_frames(cfg: CtcConfig, seq: Path, cache: Path) -> np.ndarray:
     """The cropped original every codec of ``seq`` is compared with (cached as .npy)."""
     from gfvc.codec import EncodeSettings, FramePreparer
 
-    f = cache / f"{seq.stem}.npy"
+    f = cache / f"{seq.stem}-{cfg.crop_id()}.npy"
     if f.exists():
-        return np.load(f)
+        try:
+            return np.load(f)
+        except (OSError, ValueError):
+            pass  # a broken cache file: crop again
     s = EncodeSettings(frames=cfg.frames, size=cfg.size, crop=cfg.crop, raw_size=cfg.raw_size)
     prep = FramePreparer(seq, s)
     try:
         frames = np.stack(list(prep))
     finally:
         prep.close()
+    if len(frames) < 2:
+        raise InputError(f"{seq} has only {len(frames)} frame; a run needs at least 2")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".part.npy")
+    tmp = f.with_name(f".{f.stem}.{os.getpid()}.part.npy")
     np.save(tmp, frames)
     os.replace(tmp, f)
     return frames
@@ -170,17 +350,22 @@ def reference_frames(cfg: CtcConfig, seq: Path, cache: Path) -> np.ndarray:
 
 def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
     """Code, decode and evaluate one rate point; returns (and stores) its result row."""
-    import cv2
-
     from gfvc.eval.metrics import evaluate_sequences
 
     ref = reference_frames(cfg, job.sequence, out / "cache")
     fps = cfg.fps
     split: dict[str, int] = {}
+    t0 = time.perf_counter()
+    o = job.codec.options
     if job.codec.kind == GFVC:
-        from gfvc.codec import EncodeSettings, decode_frames, encode_frames, stream_report
+        from gfvc.codec import (
+            EncodeSettings,
+            build_model,
+            decode_frames,
+            encode_frames,
+            stream_report,
+        )
 
-        o = job.codec.options
         s = EncodeSettings(
             model=o.get("model", "mesh"),
             checkpoint=o.get("checkpoint"),
@@ -192,9 +377,13 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
             coder=o.get("coder", "range"),
             size=cfg.size,
             gop=o.get("gop"),
+            device=o.get("device", "cpu"),
         )
-        data = encode_frames(list(ref), s, fps)
-        decoded = list(decode_frames(data, checkpoint=s.checkpoint, config=s.config))
+        model = build_model(
+            s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
+        )
+        data = encode_frames(list(ref), s, fps, model=model)
+        decoded = list(decode_frames(data, model=model))
         rep = stream_report(data)
         bits = rep.total_bits
         split = {
@@ -205,11 +394,12 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
     else:
         from gfvc.eval.anchors import anchor_code
 
-        res = anchor_code(
-            list(ref), job.codec.options.get("codec", job.codec.name), job.qp, float(fps)
-        )
+        res = anchor_code(list(ref), o["codec"], job.qp, float(fps), preset=o.get("preset"))
         bits, decoded = res.bits, res.decoded_frames
+    code_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     ev = evaluate_sequences(ref, decoded, cfg.metrics, fps=float(fps))
+    eval_s = time.perf_counter() - t0
     row = {
         "sequence": job.sequence.stem,
         "codec": job.codec.name,
@@ -221,290 +411,42 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
         "kbps": bits / len(ref) * float(fps) / 1000,
         **split,
         **{m: ev.get(m) for m in cfg.metrics},
-        "frames_metrics": ev.get("frames", {}),
+        "code_s": round(code_s, 3),
+        "eval_s": round(eval_s, 3),
+        "settings_id": cfg.settings_id(job),
+        "unavailable": {m: r for m, r in ev.get("unavailable", {}).items() if m in cfg.metrics},
+        "frames_metrics": {m: v for m, v in ev.get("frames", {}).items() if m in cfg.metrics},
     }
     strip_dir = out / "frames"
-    strip_dir.mkdir(parents=True, exist_ok=True)
-    k = int(round(cfg.strip_frame * (len(ref) - 1)))
-    cv2.imwrite(str(strip_dir / f"{job.key}.png"), cv2.cvtColor(decoded[k], cv2.COLOR_RGB2BGR))
-    orig = strip_dir / f"{job.sequence.stem}__original.png"
-    if not orig.exists():
-        cv2.imwrite(str(orig), cv2.cvtColor(ref[k], cv2.COLOR_RGB2BGR))
-    _write_json(out / "runs" / f"{job.key}.json", row)
-    return row
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(obj, default=_jsonable))
-    os.replace(tmp, path)
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
-def _worker(args: tuple[CtcConfig, Job, Path]) -> tuple[str, str | None]:
-    cfg, job, out = args
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        run_job(cfg, job, out)
-        return job.key, None
-    except GfvcError as e:
-        return job.key, str(e)
-
-
-def run(
-    cfg: CtcConfig,
-    out: Path,
-    *,
-    workers: int = 1,
-    shard: tuple[int, int] = (0, 1),
-    progress: Callable[[int], None] | None = None,
-) -> tuple[int, int, list[str]]:
-    """Run every unfinished job of this shard. Returns (done now, skipped, errors)."""
-    todo = [j for j in jobs(cfg, shard) if not (out / "runs" / f"{j.key}.json").exists()]
-    skipped = len(jobs(cfg, shard)) - len(todo)
-    # Crop each sequence once, before the workers start, so they share the cache.
-    for seq in sorted({j.sequence for j in todo}):
-        reference_frames(cfg, seq, out / "cache")
-    errors: list[str] = []
-    if workers <= 1:
-        results = map(_worker, [(cfg, j, out) for j in todo])
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_worker, [(cfg, j, out) for j in todo])
-    for key, err in results:
-        if err:
-            errors.append(f"{key}: {err}")
-        if progress:
-            progress(1)
-    return len(todo) - len(errors), skipped, errors
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def load_rows(out: Path) -> list[dict[str, Any]]:
-    runs = out / "runs"
-    if not runs.is_dir():
-        raise InputError(f"no results in {out}: run `gfvc ctc CONFIG` first")
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
-
-
-def curves(
-    rows: list[dict[str, Any]], metric: str
-) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-    """{sequence: {codec: (kbps sorted, metric)}} for rows that have the metric."""
-    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
-    for r in rows:
-        if r.get(metric) is None:
-            continue
-        seq = out.setdefault(r["sequence"], {})
-        rates, vals = seq.setdefault(r["codec"], ([], []))
-        rates.append(r["kbps"])
-        vals.append(r[metric])
-    for seq in out.values():
-        for name, (rates, vals) in list(seq.items()):
-            order = np.argsort(rates)
-            seq[name] = ([rates[i] for i in order], [vals[i] for i in order])
-    return out
-
-
-def bd_table(
-    rows: list[dict[str, Any]], metrics: tuple[str, ...], reference: str
-) -> list[dict[str, Any]]:
-    """BD-rate (%) of every codec against ``reference``, per sequence and averaged."""
-    from gfvc.eval.bd import bd_rate
-
-    table = []
-    for metric in metrics:
-        per_seq = curves(rows, metric)
-        codecs = sorted({c for s in per_seq.values() for c in s if c != reference})
-        for codec in codecs:
-            vals: dict[str, float | None] = {}
-            for seq, cs in per_seq.items():
-                if codec not in cs or reference not in cs:
-                    continue
-                try:
-                    vals[seq] = bd_rate(*cs[reference], *cs[codec], metric=metric)
-                except GfvcError:
-                    vals[seq] = None  # curves too short or not overlapping
-            ok = [v for v in vals.values() if v is not None]
-            table.append(
-                {"metric": metric, "codec": codec, "reference": reference,
-                 "bd_rate_mean": float(np.mean(ok)) if ok else None, "per_sequence": vals}
-            )  # fmt: skip
-    return table
-
-
-def mean_curves(
-    rows: list[dict[str, Any]], metric: str
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Average over sequences at each (codec, qp)."""
-    acc: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for r in rows:
-        if r.get(metric) is not None:
-            acc.setdefault((r["codec"], r["qp"]), []).append((r["kbps"], r[metric]))
-    out: dict[str, tuple[list[float], list[float]]] = {}
-    for (codec, _), pts in sorted(acc.items()):
-        rates, vals = out.setdefault(codec, ([], []))
-        rates.append(float(np.mean([p[0] for p in pts])))
-        vals.append(float(np.mean([p[1] for p in pts])))
-    return out
-
-
-def write_report(cfg: CtcConfig, out: Path) -> Path:
-    """CSV, JSONL, BD-rate table, RD plots, strips and report.md from every finished job."""
-    import cv2
-
-    from gfvc.eval.plots import comparison_strip, plot_rd
-
-    rows = load_rows(out)
-    if not rows:
-        raise InputError(f"no finished runs in {out / 'runs'}")
-    flat = [{k: v for k, v in r.items() if k != "frames_metrics"} for r in rows]
-    cols = list(dict.fromkeys(k for r in flat for k in r))
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(flat)
-    with open(out / "results.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=_jsonable) + "\n")
-
-    lines = [f"# {cfg.name}: test-condition report", ""]
-    lines += [
-        f"{len({r['sequence'] for r in rows})} sequences, {len({r['codec'] for r in rows})} codecs, "
-        f"{len(rows)} runs; {cfg.size}x{cfg.size}, {float(cfg.fps):g} fps, up to {cfg.frames} frames. "
-        "Rates count every bit (key frames, features, framing).",
+    lines = [
         "",
-        "## Results (mean over sequences)",
+        "## Side by side",
+        "",
+        f"The frame at {cfg.strip_frame:.0%} of each sequence: original | GFVC at its lowest "
+        f"rate | {anchor} at the closest rate"
+        + (f" | {anchor} at the closest {match} (when another point)" if match else "")
+        + ". Captions give the sequence means.",
         "",
     ]
-    metrics = [m for m in cfg.metrics if any(r.get(m) is not None for r in rows)]
-    lines.append("| codec | qp | kbps | " + " | ".join(metrics) + " |")
-    lines.append("|---|---|---|" + "---|" * len(metrics))
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["codec"], r["qp"]), []).append(r)
-    for (codec, qp), rs in sorted(groups.items()):
-        vals = [
-            np.mean([x[m] for x in rs if x.get(m) is not None])
-            if any(x.get(m) is not None for x in rs)
-            else None
-            for m in metrics
-        ]
-        lines.append(
-            f"| {codec} | {qp} | {np.mean([x['kbps'] for x in rs]):.2f} | "
-            + " | ".join("n/a" if v is None else f"{v:.4g}" for v in vals)
-            + " |"
-        )
-
-    ref = cfg.reference or next((c.name for c in cfg.codecs if c.kind == ANCHOR), None)
-    if ref:
-        table = bd_table(rows, tuple(metrics), ref)
-        (out / "bd_rate.json").write_text(json.dumps(table, indent=2))
-        with open(out / "bd_rate.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(
-                [
-                    "metric",
-                    "codec",
-                    "reference",
-                    "bd_rate_mean_percent",
-                    *sorted({s for t in table for s in t["per_sequence"]}),
-                ]
-            )
-            seqs = sorted({s for t in table for s in t["per_sequence"]})
-            for t in table:
-                w.writerow(
-                    [
-                        t["metric"],
-                        t["codec"],
-                        ref,
-                        t["bd_rate_mean"],
-                        *[t["per_sequence"].get(s) for s in seqs],
-                    ]
-                )
-        lines += ["", f"## BD-rate against {ref} (negative: fewer bits for the same quality)", ""]
-        lines.append("| metric | codec | BD-rate (mean over sequences) | per sequence |")
-        lines.append("|---|---|---|---|")
-        for t in table:
-            per = ", ".join(
-                f"{s}: {'n/a' if v is None else f'{v:+.1f}%'}"
-                for s, v in sorted(t["per_sequence"].items())
-            )
-            mean = "n/a" if t["bd_rate_mean"] is None else f"{t['bd_rate_mean']:+.1f}%"
-            lines.append(f"| {t['metric']} | {t['codec']} | {mean} | {per} |")
-        lines += [
-            "",
-            "BD-rate uses `bjontegaard` (pchip interpolation of log-rate); n/a: fewer than 4 points or no overlap.",
-            "",
-        ]
-
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    lines += ["## RD curves", ""]
-    for m in metrics:
-        p = plot_rd(
-            mean_curves(rows, m),
-            m,
-            plots / f"rd_{m}.png",
-            title=f"{cfg.name}: {m} vs rate (mean over sequences)",
-        )
-        lines.append(f"![{m}]({p.relative_to(out)})")
-    strips = out / "strips"
-    strips.mkdir(exist_ok=True)
-    gfvc_codecs = [c.name for c in cfg.codecs if c.kind == GFVC]
-    anchors = [c.name for c in cfg.codecs if c.kind == ANCHOR]
-    if gfvc_codecs and anchors:
-        lines += [
-            "",
-            "## Side by side at similar bitrate",
-            "",
-            "original | GFVC (lowest rate point) | anchor point closest in kbps",
-            "",
-        ]
-        show = [m for m in ("ms_ssim", "psnr_y", "dists", "lmd") if m in metrics][:2]
-
-        def load(key: str) -> np.ndarray:
-            return cv2.cvtColor(cv2.imread(str(out / "frames" / f"{key}.png")), cv2.COLOR_BGR2RGB)
-
+    for codec in gfvc_codecs:
         for seq in sorted({r["sequence"] for r in rows}):
             srows = [r for r in rows if r["sequence"] == seq]
-            g = sorted((r for r in srows if r["codec"] == gfvc_codecs[0]), key=lambda r: r["kbps"])
-            a = [r for r in srows if r["codec"] == anchors[0]]
-            if not g or not a:
+            g = sorted((r for r in srows if r["codec"] == codec), key=lambda r: r["kbps"])
+            a = [r for r in srows if r["codec"] == anchor]
+            orig = load(f"{seq}__original")
+            if not g or not a or orig is None:
                 continue
             gr = g[0]
-            ar = min(a, key=lambda r: abs(np.log(r["kbps"]) - np.log(gr["kbps"])))
-            p = comparison_strip(
-                load(f"{seq}__original"),
-                (
-                    load(f"{seq}__{gr['codec']}__qp{gr['qp']}"),
-                    gr["kbps"],
-                    {m: gr.get(m) for m in show},
-                ),
-                (
-                    f"{ar['codec']} QP {ar['qp']}",
-                    load(f"{seq}__{ar['codec']}__qp{ar['qp']}"),
-                    ar["kbps"],
-                    {m: ar.get(m) for m in show},
-                ),
-                strips / f"{seq}.png",
-                gfvc_name=f"{gr['codec']} QP {gr['qp']}",
-            )
-            lines.append(f"![{seq}]({p.relative_to(out)})")
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+            by_rate = min(a, key=lambda r: abs(math.log(r["kbps"]) - math.log(gr["kbps"])))
+            panels = [("original", orig), panel(gr, ""), panel(by_rate, ", similar rate")]
+            if match and gr.get(match) is not None:
+                have = [r for r in a if r.get(match) is not None]
+                if have:
+                    by_q = min(have, key=lambda r: abs(r[match] - gr[match]))
+                    if by_q is not by_rate:
+                        panels.append(panel(by_q, f", similar {match}"))
+            if any(p is None for p in panels):
+                continue
+            p = save_strip(panels, out / "strips" / f"{seq}__{codec}.png")  # type: ignore[arg-type]
+            lines.append(f"![{seq} {codec}]({p.relative_to(out).as_posix()})")
+    return lines

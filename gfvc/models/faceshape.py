@@ -31,13 +31,41 @@ BROWS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295,
 EYES = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
         249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)  # fmt: skip
 IRISES = (468, 469, 470, 471, 472, 473, 474, 475, 476, 477)
-NOSE = (1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
+NOSE = (
+    1,
+    2,
+    4,
+    5,
+    6,
+    19,
+    45,
+    48,
+    64,
+    94,
+    97,
+    98,
+    115,
+    168,
+    195,
+    197,
+    220,
+    275,
+    278,
+    294,
+    326,
+    327,
+    344,
+    440,
+)
 LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
         267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)  # fmt: skip
 POINTS: tuple[int, ...] = FACE_OVAL + BROWS + EYES + IRISES + NOSE + LIPS
 _POS = {idx: i for i, idx in enumerate(POINTS)}
 #: Points that move little with expression: used to fit the head pose.
-RIGID = tuple(_POS[i] for i in (10, 109, 338, 67, 297, 6, 168, 197, 195, 5, 4, 33, 133, 263, 362, 234, 454, 127, 356))
+RIGID = tuple(
+    _POS[i]
+    for i in (10, 109, 338, 67, 297, 6, 168, 197, 195, 5, 4, 33, 133, 263, 362, 234, 454, 127, 356)
+)
 
 POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "scale")
 #: Named expression measures: (name, function of canonical points) -> a scalar per frame.
@@ -57,12 +85,29 @@ def named_measures(canon: np.ndarray) -> np.ndarray:
     pucker = d(_p(canon, 0) - _p(canon, 17), axis=-1) - 0.5 * smile
     blink_l = d(_p(canon, 386) - _p(canon, 374), axis=-1)
     blink_r = d(_p(canon, 159) - _p(canon, 145), axis=-1)
-    brow = 0.5 * ((_p(canon, 33)[..., 1] - _p(canon, 105)[..., 1]) + (_p(canon, 263)[..., 1] - _p(canon, 334)[..., 1]))
+    brow = 0.5 * (
+        (_p(canon, 33)[..., 1] - _p(canon, 105)[..., 1])
+        + (_p(canon, 263)[..., 1] - _p(canon, 334)[..., 1])
+    )
     eye_l = 0.5 * (_p(canon, 362) + _p(canon, 263))
     eye_r = 0.5 * (_p(canon, 33) + _p(canon, 133))
     gl = _p(canon, 473) - eye_l
     gr = _p(canon, 468) - eye_r
-    return np.stack([jaw, smile, pucker, blink_l, blink_r, brow, gl[..., 0], gl[..., 1], gr[..., 0], gr[..., 1]], axis=-1)
+    return np.stack(
+        [
+            jaw,
+            smile,
+            pucker,
+            blink_l,
+            blink_r,
+            brow,
+            gl[..., 0],
+            gl[..., 1],
+            gr[..., 0],
+            gr[..., 1],
+        ],
+        axis=-1,
+    )
 
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -106,12 +151,21 @@ class ShapeModel:
         return len(self.names)
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, mean=self.mean.astype(np.float32), basis=self.basis.astype(np.float32), names=np.array(self.names))
+        np.savez_compressed(
+            path,
+            mean=self.mean.astype(np.float32),
+            basis=self.basis.astype(np.float32),
+            names=np.array(self.names),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ShapeModel:
         d = np.load(path)
-        return cls(d["mean"].astype(np.float64), d["basis"].astype(np.float64), tuple(str(n) for n in d["names"]))
+        return cls(
+            d["mean"].astype(np.float64),
+            d["basis"].astype(np.float64),
+            tuple(str(n) for n in d["names"]),
+        )
 
     # -- analysis
     def pose(self, pts: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -124,18 +178,23 @@ class ShapeModel:
 
     def coefficients(self, canon: np.ndarray) -> np.ndarray:
         """Least-squares expression coefficients of a canonical shape."""
-        b = self.basis.reshape(self.n_expr, -1)
-        return np.linalg.lstsq(b.T, (canon - self.mean).ravel(), rcond=None)[0]
+        if getattr(self, "_pinv", None) is None:
+            self._pinv = np.linalg.pinv(self.basis.reshape(self.n_expr, -1).T)
+        return self._pinv @ (canon - self.mean).ravel()
 
     def analyse(self, pts: np.ndarray) -> np.ndarray:
         """(P, 3) image points -> pose (6) + expression (K) feature vector."""
         s, r, t = self.pose(pts)
         yaw, pitch, roll = euler_from_rotation(r)
         canon = self.canonical(pts, s, r, t)
-        return np.concatenate([[yaw, pitch, roll, t[0], t[1], 100 * np.log(s)], self.coefficients(canon)])
+        return np.concatenate(
+            [[yaw, pitch, roll, t[0], t[1], 100 * np.log(s)], self.coefficients(canon)]
+        )
 
     # -- synthesis
-    def animate(self, key_pts: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    def animate(
+        self, key_pts: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
         """Driving image points: the key's own shape, moved by the change of expression, posed.
 
         key_pts (P, 3) are the key frame's landmarks (its identity shape); the features are

@@ -6,7 +6,7 @@ Batch norms are plain ``nn.BatchNorm*`` (the upstream synchronised batch norm st
 keys and behaves identically in eval mode); every model here is used in eval mode only.
 
 Nearest-neighbour upsampling has no ``align_corners`` argument in torch (it is only defined for
-the linear modes), so the ``UpBlock`` classes pass none.
+the linear modes), so ``UpBlock2d`` passes none in that mode.
 """
 
 from __future__ import annotations
@@ -79,15 +79,32 @@ class DownBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-    """Nearest x2 upsampling -> conv -> BN -> ReLU."""
+    """x2 upsampling -> conv -> BN -> ReLU.
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+    ``mode="nearest"`` (FOMM, CFTE, FV2V) or ``"bilinear"`` with ``align_corners=True`` (the
+    DAC family, established against the golden data).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        mode: str = "nearest",
+        align_corners: bool = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
+        self.mode = mode
+        self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.mode == "nearest":  # nearest has no align_corners in torch
+            out = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            out = F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=self.align_corners)
         return F.relu(self.norm(self.conv(out)))
 
 
@@ -136,15 +153,20 @@ class DownBlock3d(nn.Module):
 
 
 class UpBlock3d(nn.Module):
-    """Nearest (1, 2, 2) upsampling -> 3-D conv -> BN -> ReLU."""
+    """(1, 2, 2) upsampling -> 3-D conv -> BN -> ReLU.
+
+    FV2V's reference upsamples *trilinearly* (``align_corners`` False unless set); this was
+    established against the golden data (nearest is off by ~5e-5 on the keypoints).
+    """
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm3d(out_features, affine=True)
+        self.align_corners = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        out = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=self.align_corners)
         return F.relu(self.norm(self.conv(out)))
 
 
@@ -202,13 +224,14 @@ class HourglassDecoder(nn.Module):
         max_features: int,
         dims: int = 2,
         final_conv: bool = False,
+        up_mode: str = "nearest",
     ) -> None:
         super().__init__()
-        block = UpBlock2d if dims == 2 else UpBlock3d
-        ups = []
+        ups: list[nn.Module] = []
         for i in reversed(range(num_blocks)):
             mult = 1 if i == num_blocks - 1 else 2
-            ups.append(block(mult * _width(block_expansion, max_features, i + 1), _width(block_expansion, max_features, i)))
+            cin, cout = mult * _width(block_expansion, max_features, i + 1), _width(block_expansion, max_features, i)
+            ups.append(UpBlock2d(cin, cout, mode=up_mode) if dims == 2 else UpBlock3d(cin, cout))
         self.up_blocks = nn.ModuleList(ups)
         self.out_filters = block_expansion + in_features
         self.final_conv = final_conv
@@ -239,10 +262,11 @@ class Hourglass(nn.Module):
         max_features: int = 256,
         dims: int = 2,
         final_conv: bool = False,
+        up_mode: str = "nearest",
     ) -> None:
         super().__init__()
         self.encoder = HourglassEncoder(block_expansion, in_features, num_blocks, max_features, dims)
-        self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, dims, final_conv)
+        self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, dims, final_conv, up_mode)
         self.out_filters = self.decoder.out_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,15 +66,25 @@ def build_clip(src: Path, dst: Path, size: int = 256, max_frames: int = 300) -> 
         for f in prep:
             frames.append(f)
             pts = lm(f)
-            lms.append(np.full((478, 3), np.nan, np.float32) if pts is None else pts.astype(np.float32))
+            lms.append(
+                np.full((478, 3), np.nan, np.float32) if pts is None else pts.astype(np.float32)
+            )
     prep.close()
     np.save(dst / "frames.npy", np.stack(frames))
     np.save(dst / "landmarks.npy", np.stack(lms))
-    (dst / "meta.json").write_text(json.dumps({"source": str(src), "frames": len(frames), "fps": float(prep.fps), "size": size}))
+    (dst / "meta.json").write_text(
+        json.dumps(
+            {"source": str(src), "frames": len(frames), "fps": float(prep.fps), "size": size}
+        )
+    )
 
 
 def build_cache(
-    clips: Iterable[Path], cache: Path, size: int = 256, max_frames: int = 300, progress: Callable[[str], None] | None = None
+    clips: Iterable[Path],
+    cache: Path,
+    size: int = 256,
+    max_frames: int = 300,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
     for src in clips:
         if progress:

@@ -1,0 +1,143 @@
+"""HDAC: Hybrid Deep Animation Codec (Konuko et al., 2023) as the updated GFVC software codes it.
+
+HDAC is DAC plus a *base layer*: a conventional low-quality, low-rate video (HEVC/VVC at a
+high QP in the reference) of the whole sequence. Per inter frame the generator fuses the
+DAC-warped key-frame features with features of that frame's base-layer picture:
+``[deformed reference features, base features] -> 6 residual blocks at 2x width -> 3x3 conv
+back to 1x width -> decoder``. The transmitted motion feature is DAC's (10 keypoints).
+
+gfvc's bitstream does not carry a base layer, so :meth:`HdacModel.synthesize` needs one to be
+given through :meth:`HdacModel.set_base_layer` before each call (a codec that sends a base
+layer does this); without it the model refuses instead of producing a wrong picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from gfvc.errors import InputError
+from gfvc.models.dac import DacGenerator, DacKeypointDetector, DacOptions, KeypointModelMixin
+from gfvc.models.layers import DownBlock2d, ResBlock2d, SameBlock2d
+from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.registry import register_motion_model
+
+__all__ = ["HdacGenerator", "HdacModel", "HdacOutputs"]
+
+
+class HdacGenerator(DacGenerator):
+    """DAC generator + base-layer encoder and a fusion bottleneck (see module docstring)."""
+
+    def __init__(
+        self,
+        num_channels: int,
+        num_kp: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        num_bottleneck_blocks: int,
+        estimate_occlusion_map: bool = False,
+        dense_motion_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            num_channels,
+            num_kp,
+            block_expansion,
+            max_features,
+            num_down_blocks,
+            0,  # no plain bottleneck: HDAC's bottleneck is the fusion one below
+            estimate_occlusion_map,
+            dense_motion_params,
+            **kwargs,
+        )
+        # Registration order defines the state_dict order: rebuild the tail in HDAC's order.
+        up_blocks, final = self.up_blocks, self.final
+        del self.up_blocks, self.final, self.bottleneck
+        width = self._w(block_expansion, max_features, num_down_blocks)
+        self.base = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.base_down_blocks = nn.ModuleList(
+            DownBlock2d(self._w(block_expansion, max_features, i), self._w(block_expansion, max_features, i + 1))
+            for i in range(num_down_blocks)
+        )
+        self.main_bottleneck = nn.Sequential(*(ResBlock2d(2 * width) for _ in range(num_bottleneck_blocks)))
+        self.bt_output_layer = SameBlock2d(2 * width, width, kernel_size=3, padding=1)
+        self.up_blocks = up_blocks
+        self.final = final
+
+    def encode_base(self, base_layer: torch.Tensor) -> torch.Tensor:
+        out = self.base(base_layer)
+        for block in self.base_down_blocks:
+            out = block(out)
+        return out
+
+    def render(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.bt_output_layer(self.main_bottleneck(features))
+        for block in self.up_blocks:
+            out = block(out)
+        return self.final(out)
+
+    def predict_encoded(self, src: Any, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> HdacOutputs:
+        feats, motion = self.deform(src, kp_reference, kp_target)
+        bt_input = torch.cat([feats, self.encode_base(base_layer)], dim=1)
+        return HdacOutputs(self.render(bt_input), motion, bt_input)
+
+    def predict(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> torch.Tensor:
+        return self.predict_encoded(self.encode_reference(reference), kp_reference, kp_target, base_layer).prediction
+
+    def forward(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.predict(reference, kp_reference, kp_target, base_layer)
+
+
+@dataclass
+class HdacOutputs:
+    """``prediction`` (B,3,H,W); ``motion`` (see :class:`gfvc.models.dac.DacOutputs`);
+    ``bottleneck_input`` (B,2C,H/4,W/4): deformed reference features then base features."""
+
+    prediction: torch.Tensor
+    motion: dict[str, torch.Tensor]
+    bottleneck_input: torch.Tensor
+
+
+@register_motion_model("hdac")
+class HdacModel(KeypointModelMixin, OfficialModel[Any]):
+    """HDAC as a gfvc MotionModel (feature: 10 keypoints = 20 scalars; needs a base layer)."""
+
+    model_id: ClassVar[int] = 6
+    default_qstep: ClassVar[float] = 64
+    family: ClassVar[str] = "hdac"
+    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
+    options_class: ClassVar[type[ModelOptions]] = DacOptions
+    options: DacOptions
+
+    def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
+        common = params["common_params"]
+        gen = HdacGenerator(**params["generator_params"], **common)
+        kp = DacKeypointDetector(**params["kp_detector_params"], **common)
+        gen.set_align_corners(self.options.align_corners)
+        self.num_kp = int(common["num_kp"])
+        self._base_layer: np.ndarray | None = None
+        return {"kp_detector": kp, "generator": gen}
+
+    def set_base_layer(self, frame: np.ndarray | None) -> None:
+        """The decoded base-layer picture (H, W, 3) uint8 of the frame synthesised next."""
+        self._base_layer = None if frame is None else np.ascontiguousarray(frame)
+
+    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> Any:
+        return self.nets["generator"].encode_reference(key)
+
+    def synthesize_tensor(self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor, base_layer: np.ndarray) -> HdacOutputs:
+        src = self.key_encoding(key_frame)
+        base = self.frame_tensor(base_layer, "contiguous")
+        with torch.inference_mode():
+            return self.nets["generator"].predict_encoded(src, kp_key, kp_current, base)
+
+    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+        if self._base_layer is None:
+            raise InputError("HDAC needs the frame's base-layer picture: call set_base_layer(frame) before synthesize")
+        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature), self._base_layer)
+        return tensor_to_frame(out.prediction, self.options.rounding)

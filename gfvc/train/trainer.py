@@ -1,0 +1,401 @@
+"""``gfvc train``: train the default ``landmark`` model's refiner on CPU (or GPUs).
+
+Resumable: ``RUN/last.pt`` holds weights, optimiser, step and RNG state, written every
+``checkpoint_every`` steps; rerunning the same command continues from it. Validation on
+held-out people (never seen in training) every ``val_every`` steps goes to ``RUN/log.jsonl``
+and ``RUN/curves.png``. ``export`` writes the release file (shape model + refiner weights,
+no optimiser) that ``--checkpoint`` or the packaged default loads.
+
+Runs under ``torchrun --nproc_per_node N`` with DistributedDataParallel (gloo on CPU, nccl
+on GPUs): each rank samples its own pairs; rank 0 validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gfvc.errors import InputError
+from gfvc.models.faceshape import POINTS, ShapeModel, fit_shape_model
+from gfvc.models.landmark import KEY_POINT_STEP, Refiner, compose, network_input, warp_inputs
+from gfvc.train.data import build_cache, cached_clips, identity_groups, load_clip
+
+
+@dataclass
+class TrainConfig:
+    faces_dir: str = "../shared/data/faces"
+    cache_dir: str = "~/.cache/gfvc/faces256"
+    run_dir: str = "runs/landmark"
+    val_identities: list[str] = field(
+        default_factory=lambda: [
+            "lp_d3",
+            "vr_1",
+            "dpe_d_man",
+            "amy_klobuchar",
+            "donald_trump",
+            "theresa_may",
+            "mead_W011",
+        ]
+    )
+    steps: int = 20000
+    batch: int = 8
+    lr: float = 1e-3
+    width: int = 24
+    n_pca: int = 12
+    qstep: float = 1.0
+    crop: int = 256  # training crop side (the model is fully convolutional)
+    max_offset: int = 150  # frames between key and driving frame
+    checkpoint_every: int = 200
+    val_every: int = 500
+    val_pairs: int = 48
+    seed: int = 0
+    threads: int = 2
+    time_limit_min: float = 0.0  # stop (after a checkpoint) when exceeded; 0 = none
+
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any) -> TrainConfig:
+        import yaml
+
+        d: dict[str, Any] = {}
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise InputError(f"training config {p} does not exist")
+            d = yaml.safe_load(p.read_text()) or {}
+            unknown = set(d) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise InputError(f"unknown keys in {p}: {', '.join(sorted(unknown))}")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class PairSampler:
+    """Random (key, driving) training pairs with their network inputs, built like the decoder.
+
+    The key frame is degraded by JPEG at a random quality (as a stand-in for the key-frame
+    codec), features are quantized at ``qstep`` and key landmarks on the half-pixel grid, so
+    the refiner sees what it will see at decode time.
+    """
+
+    def __init__(
+        self, cache: Path, clips: list[str], shape: ShapeModel, cfg: TrainConfig, seed: int
+    ) -> None:
+        self.clips = [load_clip(cache, c) for c in clips]
+        self.valid = [np.flatnonzero(c.valid) for c in self.clips]
+        keep = [i for i, v in enumerate(self.valid) if len(v) >= 2]
+        self.clips = [self.clips[i] for i in keep]
+        self.valid = [self.valid[i] for i in keep]
+        self.shape, self.cfg = shape, cfg
+        self.rng = np.random.default_rng(seed)
+
+    def pair(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        import cv2
+
+        rng, cfg = self.rng, self.cfg
+        c = int(rng.integers(len(self.clips)))
+        clip, valid = self.clips[c], self.valid[c]
+        i = int(rng.choice(valid))
+        near = valid[np.abs(valid - i) <= cfg.max_offset]
+        j = int(rng.choice(near[near != i])) if len(near) > 1 else i
+        key = np.ascontiguousarray(clip.frames[i])
+        target = np.ascontiguousarray(clip.frames[j])
+        if rng.random() < 0.8:
+            q = int(rng.integers(25, 90))
+            ok, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(key, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q]
+            )
+            key = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        kp = clip.landmarks[i][list(POINTS)].astype(np.float64)
+        dp = clip.landmarks[j][list(POINTS)].astype(np.float64)
+        fk = np.rint(self.shape.analyse(kp) * cfg.qstep) / cfg.qstep
+        fd = np.rint(self.shape.analyse(dp) * cfg.qstep) / cfg.qstep
+        kq = np.rint(kp / KEY_POINT_STEP) * KEY_POINT_STEP
+        drv = self.shape.animate(kq, fk, fd)
+        warped, masks = warp_inputs(key, kq, drv)
+        # same colour change on input and target, so the net does not learn a colour cast
+        if rng.random() < 0.5:
+            gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
+            key, warped, target = (
+                np.clip(a.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+                for a in (key, warped, target)
+            )
+        return warped, key, masks, target
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xs, ts, ws = [], [], []
+        for _ in range(n):
+            warped, key, masks, target = self.pair()
+            x = network_input(warped, key, masks)
+            t = target.transpose(2, 0, 1).astype(np.float32) / 255
+            w = 1 + 4 * masks[0:1] + 2 * (masks[1:2] + masks[2:3])
+            if self.cfg.crop < x.shape[-1]:
+                y0, x0 = self._crop_origin(masks[0], x.shape[-1])
+                k = self.cfg.crop
+                x, t, w = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w))
+            xs.append(x)
+            ts.append(t)
+            ws.append(w)
+        return tuple(torch.from_numpy(np.stack(a)) for a in (xs, ts, ws))  # type: ignore[return-value]
+
+    def _crop_origin(self, mouth: np.ndarray, size: int) -> tuple[int, int]:
+        """Training crop: around the mouth (where the work is) most of the time."""
+        k, rng = self.cfg.crop, self.rng
+        ys, xs = np.nonzero(mouth > 0.5)
+        if len(ys) and rng.random() < 0.6:
+            cy, cx = ys.mean() + rng.normal(0, k / 6), xs.mean() + rng.normal(0, k / 6)
+        else:
+            cy, cx = rng.uniform(k / 2, size - k / 2, 2)
+        y0 = int(np.clip(round(cy - k / 2), 0, size - k))
+        x0 = int(np.clip(round(cx - k / 2), 0, size - k))
+        return y0, x0
+
+
+def loss_fn(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted L1 (mouth x5, eyes x3) + (1 - MS-SSIM): no downloaded weights needed."""
+    from pytorch_msssim import ms_ssim
+
+    l1 = (weight * (pred - target).abs()).mean() / weight.mean()
+    if pred.shape[-1] > 160:
+        ms = 1 - ms_ssim(pred, target, data_range=1.0, size_average=True)
+    else:
+        ms = torch.zeros(())
+    total = l1 + 0.5 * ms
+    return total, {"l1": float(l1.detach()), "ms_ssim_loss": float(ms.detach())}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def split_clips(cfg: TrainConfig, cache: Path) -> tuple[list[str], list[str]]:
+    groups = identity_groups(Path(cfg.faces_dir))
+    clips = cached_clips(cache)
+    val = [c for c in clips if groups.get(c, c) in cfg.val_identities]
+    train = [c for c in clips if c not in val]
+    if len(val) == 0 or len(train) == 0:
+        raise InputError("the split left no training or no validation clips; check val_identities")
+    return train, val
+
+
+def shape_model(cfg: TrainConfig, cache: Path, train: list[str], run: Path) -> ShapeModel:
+    f = run / "faceshape.npz"
+    if f.exists():
+        return ShapeModel.load(f)
+    pts = []
+    for c in train:
+        clip = load_clip(cache, c)
+        pts.append(clip.landmarks[clip.valid][::3][:, list(POINTS)])
+    sm = fit_shape_model(np.concatenate(pts).astype(np.float64), n_pca=cfg.n_pca)
+    sm.save(f)
+    return sm
+
+
+def _dist() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def validate(
+    net: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
+    from pytorch_msssim import ms_ssim
+
+    net.eval()
+    l1s, ms_ref, ms_warp = [], [], []
+    for x, t, _ in pairs:
+        y = compose(x[:, :3], net(x))
+        l1s.append(float((y - t).abs().mean()))
+        ms_ref.append(float(ms_ssim(y, t, data_range=1.0)))
+        ms_warp.append(float(ms_ssim(x[:, :3], t, data_range=1.0)))
+    net.train()
+    return {
+        "val_l1": float(np.mean(l1s)),
+        "val_ms_ssim": float(np.mean(ms_ref)),
+        "val_ms_ssim_warp_only": float(np.mean(ms_warp)),
+    }
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) and export; returns the exported weights path."""
+    rank, world = _dist()
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed + rank)
+    run = Path(cfg.run_dir).expanduser()
+    cache = Path(cfg.cache_dir).expanduser()
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        build_cache(
+            sorted(Path(cfg.faces_dir).glob("*.mp4")), cache, progress=lambda s: log(f"cache: {s}")
+        )
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if world > 1:
+        torch.distributed.barrier()
+    train_clips, val_clips = split_clips(cfg, cache)
+    if rank == 0:
+        log(
+            f"train on {len(train_clips)} clips, validate on {len(val_clips)} clips of {len(cfg.val_identities)} unseen people"
+        )
+        shape = shape_model(cfg, cache, train_clips, run)
+    if world > 1:
+        torch.distributed.barrier()
+    shape = ShapeModel.load(run / "faceshape.npz")
+    sampler = PairSampler(cache, train_clips, shape, cfg, cfg.seed * 1000 + rank)
+    net = Refiner(width=cfg.width).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    step = 0
+    last = run / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        sampler.rng = np.random.default_rng(ck["rng_seed"] + rank)
+        log(f"resumed at step {step}")
+    model: torch.nn.Module = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net)
+    val_pairs = []
+    if rank == 0:
+        vs = PairSampler(
+            cache, val_clips, shape, replace(cfg, crop=10**6), seed=12345
+        )  # whole frames
+        val_pairs = [vs.batch(1) for _ in range(cfg.val_pairs)]
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)) * min(1.0, (s + 1) / 200)
+        ),
+        last_epoch=step - 1,
+    )
+    t_start, t_last, seen = time.time(), time.time(), 0
+    while step < cfg.steps:
+        x, t, w = sampler.batch(cfg.batch)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = compose(x[:, :3], model(x))
+        loss, parts = loss_fn(y, t, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        seen += cfg.batch
+        if rank == 0:
+            if step % 20 == 0:
+                dt = time.time() - t_last
+                log(
+                    f"step {step}/{cfg.steps} loss {float(loss):.4f} l1 {parts['l1']:.4f} msssim-loss {parts['ms_ssim_loss']:.4f} lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
+                )
+                _append(
+                    run / "log.jsonl",
+                    {"step": step, "loss": float(loss), **parts, "time": time.time()},
+                )
+                t_last, seen = time.time(), 0
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                v = validate(net, val_pairs)
+                _append(run / "log.jsonl", {"step": step, **v, "time": time.time()})
+                log(f"validation at {step}: {v}")
+                plot_curves(run)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(run, net, opt, step, cfg)
+        if cfg.time_limit_min and time.time() - t_start > 60 * cfg.time_limit_min:
+            if rank == 0:
+                save_checkpoint(run, net, opt, step, cfg)
+                log(f"time limit reached at step {step}; rerun the same command to continue")
+            break
+    out = run / "landmark.pt"
+    if rank == 0:
+        export(net, shape, cfg, out, step)
+        log(f"exported {out}")
+    return out
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def save_checkpoint(
+    run: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig
+) -> None:
+    tmp = run / "last.pt.part"
+    torch.save(
+        {
+            "net": net.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "rng_seed": cfg.seed * 7919 + step,
+        },
+        tmp,
+    )
+    os.replace(tmp, run / "last.pt")
+
+
+def export(net: torch.nn.Module, shape: ShapeModel, cfg: TrainConfig, out: Path, step: int) -> None:
+    """Release file: plain tensors and lists only (loads with weights_only=True)."""
+    ck = {
+        "format": "gfvc-landmark-1",
+        "step": step,
+        "refiner_config": {"width": cfg.width},
+        "refiner": {k: v.detach().clone() for k, v in net.state_dict().items()},
+        "shape": {
+            "mean": torch.from_numpy(shape.mean),
+            "basis": torch.from_numpy(shape.basis),
+            "names": list(shape.names),
+        },
+    }
+    tmp = out.with_suffix(".part")
+    torch.save(ck, tmp)
+    os.replace(tmp, out)
+
+
+def plot_curves(run: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    tr = [r for r in rows if "loss" in r]
+    va = [r for r in rows if "val_l1" in r]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    if tr:
+        ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8, label="train loss")
+        ax[0].set_xlabel("step")
+        ax[0].legend()
+    if va:
+        ax[1].plot(
+            [r["step"] for r in va], [r["val_ms_ssim"] for r in va], marker="o", label="refined"
+        )
+        ax[1].plot(
+            [r["step"] for r in va],
+            [r["val_ms_ssim_warp_only"] for r in va],
+            ls="--",
+            label="warp only",
+        )
+        ax[1].set_xlabel("step")
+        ax[1].set_ylabel("validation MS-SSIM (unseen people)")
+        ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,162 @@
+"""The default landmark model: shape model maths, training pipeline (a few steps), codec round trip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clip
+
+from gfvc.models.faceshape import (
+    NAMED,
+    POINTS,
+    euler_from_rotation,
+    fit_shape_model,
+    rotation_from_euler,
+    similarity_fit,
+)
+
+
+def test_euler_round_trip():
+    for angles in [(10, -5, 3), (-40, 20, -15), (0, 0, 0)]:
+        assert np.allclose(euler_from_rotation(rotation_from_euler(*angles)), angles, atol=1e-9)
+
+
+def test_similarity_fit_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.normal(0, 30, (50, 3))
+    r = rotation_from_euler(12, -7, 4)
+    dst = 1.3 * src @ r.T + np.array([100, 80, 5])
+    s, rr, t = similarity_fit(src, dst)
+    assert np.isclose(s, 1.3) and np.allclose(rr, r) and np.allclose(t, [100, 80, 5])
+
+
+def synthetic_faces(n=300, seed=0):
+    """Random poses and mouth/eye motions of one random face (enough to fit a basis)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 25, (len(POINTS), 3))
+    modes = rng.normal(0, 1, (4, len(POINTS), 3))
+    out = []
+    for _ in range(n):
+        canon = base + np.tensordot(rng.normal(0, 2, 4), modes, axes=1)
+        r = rotation_from_euler(*rng.normal(0, 10, 3))
+        out.append(
+            rng.uniform(0.9, 1.1) * canon @ r.T
+            + np.array([128, 128, 0])
+            + rng.normal(0, 5, 3) * [1, 1, 0]
+        )
+    return np.stack(out)
+
+
+def test_shape_model_animates_its_own_frames_back():
+    faces = synthetic_faces()
+    sm = fit_shape_model(faces, n_pca=6)
+    assert sm.names[: len(NAMED)] == NAMED and len(sm.names) == len(NAMED) + 6
+    key, drv = faces[0], faces[7]
+    fk, fd = sm.analyse(key), sm.analyse(drv)
+    assert fk.shape == (6 + len(sm.names),)
+    # the key reproduces itself exactly; another frame of the same face closely (4 modes < 16 comps)
+    assert np.allclose(sm.animate(key, fk, fk), key, atol=1e-6)
+    assert np.abs(sm.animate(key, fk, fd) - drv).mean() < 0.5
+
+
+def test_editing_yaw_turns_the_head():
+    faces = synthetic_faces()
+    sm = fit_shape_model(faces, n_pca=4)
+    f = sm.analyse(faces[0])
+    g = f.copy()
+    g[0] += 20  # yaw
+    moved = sm.animate(faces[0], f, g)
+    assert np.abs(moved[:, 0] - faces[0][:, 0]).mean() > 3  # x changes
+    assert np.allclose(sm.analyse(moved)[:3], g[:3], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real but tiny training run: cache 3 clips x 24 frames, 6 steps, export."""
+    from gfvc.train.data import build_cache
+    from gfvc.train.trainer import TrainConfig, train
+
+    faces = clip("lp_d3.mp4").parent
+    d = tmp_path_factory.mktemp("train")
+    build_cache(
+        [faces / "lp_d0.mp4", faces / "lp_d6.mp4", faces / "lp_d3.mp4"], d / "cache", max_frames=24
+    )
+    cfg = TrainConfig(
+        faces_dir=str(faces), cache_dir=str(d / "cache"), run_dir=str(d / "run"), val_identities=["lp_d3"],
+        steps=6, batch=2, crop=128, checkpoint_every=3, val_every=6, val_pairs=2, n_pca=4, threads=1,
+    )  # fmt: skip
+    return cfg, train(cfg, log=lambda s: None)
+
+
+def test_tiny_training_run_exports_and_resumes(tiny_run):
+    from gfvc.train.trainer import TrainConfig, train
+
+    cfg, weights = tiny_run
+    run = Path(cfg.run_dir)
+    assert weights.exists() and (run / "last.pt").exists() and (run / "curves.png").exists()
+    log = (run / "log.jsonl").read_text()
+    assert "val_ms_ssim" in log
+    # resuming a finished run does no more steps but re-exports the same step
+    again = TrainConfig(**{**cfg.__dict__, "steps": 6})
+    assert train(again, log=lambda s: None) == weights
+
+
+def test_landmark_codec_round_trip_exact_integers(tiny_run):
+    from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer
+    from gfvc.keyframe import keyframe_codec
+    from gfvc.models.landmark import LandmarkModel
+
+    _, weights = tiny_run
+    prep = FramePreparer(clip("lp_d3.mp4"), EncodeSettings(frames=40))
+    frames = list(prep)
+    prep.close()
+    model = LandmarkModel.create(checkpoint=str(weights))
+    assert model.dim <= 30
+    enc = Encoder(model, keyframe_codec("x265", qp=37), fps=Fraction(25))
+    enc.trace = []
+    units = [enc.encode_frame(f) for f in frames]
+    dec = Decoder(enc.header, LandmarkModel.create(checkpoint=str(weights)))
+    dec.trace = []
+    out = [dec.decode_unit(u) for u in units]
+    assert all(np.array_equal(a, b) for a, b in zip(enc.trace, dec.trace, strict=True))
+    assert out[5].shape == (256, 256, 3) and out[5].dtype == np.uint8
+    bits = np.mean([8 * (len(u) - 1) for u in units[1:]])
+    assert bits < 60  # under 1.5 kbps at 25 fps
+
+
+def test_missing_weights_is_a_checkpoint_error(tmp_path):
+    from gfvc.errors import CheckpointError
+    from gfvc.models.landmark import LandmarkModel
+
+    with pytest.raises(CheckpointError, match="not found"):
+        LandmarkModel.create(checkpoint=str(tmp_path / "none.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a landmark model checkpoint"):
+        LandmarkModel.create(checkpoint=str(bad))
+
+
+def test_ddp_two_processes_gloo(tiny_run, tmp_path):
+    """torchrun-style DistributedDataParallel on CPU: two ranks, gloo, two steps."""
+    cfg, _ = tiny_run
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys\n"
+        "from gfvc.train.trainer import TrainConfig, train\n"
+        f"cfg = TrainConfig(faces_dir={cfg.faces_dir!r}, cache_dir={cfg.cache_dir!r}, run_dir={str(tmp_path / 'run')!r},"
+        " val_identities=['lp_d3'], steps=2, batch=1, crop=128, checkpoint_every=2, val_every=2, val_pairs=1, n_pca=4, threads=1)\n"
+        "train(cfg, log=lambda s: None)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "run" / "landmark.pt").exists()
