@@ -62,12 +62,12 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _progress(total: int | None, quiet: bool, desc: str):
+def _progress(total: int | None, quiet: bool, desc: str, unit: str = "frame"):
     from tqdm import tqdm
 
     # Only on a terminal: logs and pipes get the one-line result, not bar redraws.
     show = not quiet and sys.stderr.isatty()
-    bar = tqdm(total=total, desc=desc, unit="frame", disable=not show, leave=False, file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not show, leave=False, file=sys.stderr)
     try:
         yield bar.update
     finally:
@@ -365,45 +365,91 @@ def eval_cmd(
     metrics: Annotated[
         str | None, typer.Option(help="Comma-separated metrics (default: all).")
     ] = None,
-    size: Annotated[str | None, typer.Option(help="WxH of raw .rgb/.yuv inputs.")] = None,
+    size: Annotated[
+        str | None, typer.Option(help="WxH of raw .rgb/.yuv inputs without WxH in their name.")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Compare a decoded video with its reference: per-sequence means and per-frame values."""
-    from gfvc.eval.metrics import ALL_METRICS, evaluate_sequences
+    from gfvc.eval.metrics import ALL_METRICS, check_metric_names, evaluate_sequences
     from gfvc.io import VideoReader
 
     def body() -> None:
         raw = _parse_size(size)[1] if size else None
-        names = tuple(m.strip() for m in metrics.split(",")) if metrics else ALL_METRICS
+        if size and raw is None:
+            raise InputError(f"--size must be WxH (the size of raw .rgb/.yuv input), got {size!r}")
+        names = (
+            check_metric_names(m.strip() for m in metrics.split(",") if m.strip())
+            if metrics
+            else ALL_METRICS
+        )
+        if not names:
+            raise InputError("--metrics is empty; name at least one metric")
         with VideoReader(reference, size=raw) as a, VideoReader(decoded, size=raw) as b:
-            if (a.info.width, a.info.height) != (b.info.width, b.info.height):
+            ia, ib = a.info, b.info
+            if (ia.width, ia.height) != (ib.width, ib.height):
                 raise InputError(
-                    f"frame sizes differ: {reference} is {a.info.width}x{a.info.height}, "
-                    f"{decoded} is {b.info.width}x{b.info.height}"
+                    f"frame sizes differ: {reference} is {ia.width}x{ia.height}, "
+                    f"{decoded} is {ib.width}x{ib.height}"
                 )
-            res = evaluate_sequences(iter(a), iter(b), names, fps=float(a.info.fps))
+            if ia.frames and ib.frames and ia.frames != ib.frames:
+                raise InputError(
+                    f"lengths differ: {reference} has {ia.frames} frames, {decoded} has {ib.frames}"
+                )
+            res = evaluate_sequences(iter(a), iter(b), names, fps=float(ia.fps))
+        res = _finite(res)
         if as_json:
-            typer.echo(json.dumps(res, indent=2, default=float))
+            typer.echo(json.dumps(res, indent=2))
             return
+        typer.echo(f"{res['num_frames']} frames, {res['width']}x{res['height']}")
         for m in names:
             v = res.get(m)
             typer.echo(f"{m:14} {'n/a' if v is None else f'{v:.4f}'}")
         for m, why in (res.get("unavailable") or {}).items():
-            typer.echo(f"  {m}: {why}")
+            if m in names:
+                typer.echo(f"  {m}: {why}")
+        for m, note in (res.get("notes") or {}).items():
+            typer.echo(f"  {m}: {note}")
 
     _run(body)
+
+
+def _finite(o: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    import math
+
+    if hasattr(o, "item") and not isinstance(o, list | dict):
+        o = o.item()
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    return o
+
+
+#: Outputs that keep decoded frames exactly (planar RGB); .y4m (4:4:4 YUV, about 52 dB) and
+#: .yuv/.mp4/.mkv/.mov (4:2:0) change them.
+_EXACT_OUTPUTS = (".rgb",)
 
 
 @app.command()
 def anchor(
     input: Annotated[Path, typer.Argument(help="Input video.")],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="Decoded anchor video (.mp4, .y4m, .rgb, .yuv).")
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Decoded video: .rgb keeps the frames exactly (required for lossless); "
+            ".y4m/.yuv/.mp4 convert to YUV.",
+        ),
     ],
     codec: Annotated[
         str, typer.Option(help="x265, svtav1, vvc or lossless (the cropped original).")
     ] = "x265",
-    qp: Annotated[int, typer.Option(help="QP of every frame.")] = 42,
+    qp: Annotated[int, typer.Option(help="QP of every frame (ignored for lossless).")] = 42,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
     size: Annotated[str, typer.Option(help="Coded size N, or WxH of raw input.")] = "256",
     no_crop: Annotated[
@@ -414,12 +460,29 @@ def anchor(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Code a sequence with a conventional low-delay codec, on the same face crop as `encode`."""
+    """Code a sequence with a conventional low-delay codec, on the same face crop as `encode`.
+
+    `--codec lossless -o ref.rgb` writes the cropped original itself: the reference that
+    `gfvc eval` compares every decoded video with.
+    """
     from gfvc.codec import EncodeSettings, FramePreparer
-    from gfvc.eval.anchors import anchor_code
+    from gfvc.eval.anchors import QP_RANGE, anchor_code, canonical_codec
     from gfvc.io import VideoWriter
+    from gfvc.io.video import parse_raw_name
 
     def body() -> None:
+        name = canonical_codec(codec)
+        suffix = output.suffix.lower()
+        if name == "lossless" and suffix not in _EXACT_OUTPUTS:
+            raise InputError(
+                f"--codec lossless writes the reference, which must be exact: use a .rgb output "
+                f"(e.g. {output.with_suffix('').name}_256x256.rgb); {suffix or 'no extension'} "
+                "would convert it to YUV"
+            )
+        lo, hi = QP_RANGE[name]
+        q = qp if name != "lossless" else 0
+        if not lo <= q <= hi:
+            raise InputError(f"--qp for {name} must be in [{lo}, {hi}], got {qp}")
         coded, raw = _parse_size(size)
         s = EncodeSettings(
             frames=frames,
@@ -433,26 +496,39 @@ def anchor(
             clip = list(prep)
         finally:
             prep.close()
-        if len(clip) < 1:
-            raise InputError(f"{input} has no frames")
-        res = anchor_code(clip, codec, qp, float(prep.fps))
+        res = anchor_code(clip, name, q, float(prep.fps))
         with VideoWriter(output, fps=prep.fps, width=coded, height=coded) as w:
             for f in res.decoded_frames:
                 w.write(f)
         d = {
-            "codec": res.codec or codec,
-            "qp": qp,
+            "codec": name,
+            "qp": None if name == "lossless" else q,
             "frames": len(clip),
             "fps": float(prep.fps),
+            "width": coded,
+            "height": coded,
             "bits": res.bits,
             "kbps": res.kbps,
             "output": str(output),
+            "output_exact": suffix in _EXACT_OUTPUTS,
         }
-        typer.echo(
-            json.dumps(d, indent=2)
-            if as_json
-            else f"{output}: {codec} QP {qp}, {len(clip)} frames, {res.kbps:.2f} kbps"
-        )
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+        else:
+            what = "uncompressed RGB" if name == "lossless" else f"QP {q}"
+            typer.echo(f"{output}: {name} {what}, {len(clip)} frames, {res.kbps:.2f} kbps")
+        if suffix not in _EXACT_OUTPUTS:
+            typer.echo(
+                f"note: {suffix} stores the decoded frames converted to YUV; "
+                "write .rgb to evaluate them exactly",
+                err=True,
+            )
+        elif parse_raw_name(output.name)[0] is None:
+            typer.echo(
+                f"note: {output.name} has no size in its name: read it back with "
+                f"--size {coded}x{coded}",
+                err=True,
+            )
 
     _run(body)
 
@@ -463,7 +539,7 @@ def ctc(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Results folder (default: ctc-<name>).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.", min=1)] = 1,
     shard: Annotated[
         str | None, typer.Option(help="Run only shard i of n (e.g. 0/4) for array jobs.")
     ] = None,
@@ -472,24 +548,60 @@ def ctc(
     ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Run sequences x codecs x rate points (resumable), then write CSV, BD-rates, plots and a report."""
+    """Run sequences x codecs x rate points (resumable), then write CSV, BD-rates, plots and a report.
+
+    Finished runs (results under OUT/runs made with the same settings) are skipped, so an
+    interrupted run continues where it stopped. With --shard i/n each array task runs every
+    n-th run; the report is written by the shard that finds all runs finished (or later
+    with --report-only).
+    """
     from gfvc.eval import ctc as ctc_mod
 
     def body() -> None:
         cfg = ctc_mod.CtcConfig.load(config)
         out = output or Path(f"ctc-{cfg.name}")
         part = ctc_mod.parse_shard(shard)
+        errors: list[str] = []
         if not report_only:
-            todo = ctc_mod.jobs(cfg, part)
-            with _progress(len(todo), quiet, "ctc") as tick:
+            mine = ctc_mod.jobs(cfg, part)
+            log_lines = not quiet and not sys.stderr.isatty()
+            count = [0]
+
+            def on_result(key: str, row: dict[str, Any] | None, err: str | None) -> None:
+                count[0] += 1
+                if not log_lines:
+                    return
+                if err:
+                    typer.echo(f"[{count[0]}] {key}: failed: {err}", err=True)
+                else:
+                    assert row is not None
+                    typer.echo(
+                        f"[{count[0]}] {key}: {row['kbps']:.2f} kbps "
+                        f"({row['code_s']:.1f} s coding, {row['eval_s']:.1f} s metrics)",
+                        err=True,
+                    )
+
+            with _progress(len(mine), quiet, "ctc", unit="run") as tick:
                 done, skipped, errors = ctc_mod.run(
-                    cfg, out, workers=workers, shard=part, progress=tick
+                    cfg, out, workers=workers, shard=part, progress=tick, on_result=on_result
                 )
-            typer.echo(f"{done} runs done, {skipped} already finished, {len(errors)} failed")
+            if not quiet:
+                typer.echo(f"{done} runs done, {skipped} already finished, {len(errors)} failed")
             for e in errors:
-                typer.echo(f"  failed: {e}", err=True)
-        report = ctc_mod.write_report(cfg, out)
-        typer.echo(f"report: {report}")
+                typer.echo(f"failed: {e}", err=True)
+        finished, total = ctc_mod.progress_of(cfg, out)
+        if part[1] > 1 and not report_only and finished < total:
+            typer.echo(
+                f"{finished} of {total} runs finished; the report is written when all are "
+                f"(or run `gfvc ctc {config} -o {out} --report-only`)"
+            )
+        else:
+            report = ctc_mod.write_report(cfg, out)
+            typer.echo(f"report: {report} ({finished} of {total} runs)")
+        if errors:
+            raise InputError(
+                f"{len(errors)} of the runs failed (listed above); rerun to retry them"
+            )
 
     _run(body)
 

@@ -1339,7 +1339,7 @@ def vtm_cfg(
     def opt(name: str, value: object) -> None:
         if isinstance(value, list | tuple):
             value = " ".join(str(v) for v in value)
-        lines.append(f"{'SEIGenerativeFaceVideo' + name + ':':<58}{value}")
+        lines.append(f"{'SEIGenerativeFaceVideo' + name + ':':<57} {value}".rstrip())
 
     nn = base.nn
     opt("Enabled", 1)
@@ -1444,7 +1444,7 @@ def vtm_cfg(
         def eopt(name: str, value: object) -> None:
             if isinstance(value, list | tuple):
                 value = " ".join(str(v) for v in value)
-            lines.append(f"{'SEIGenerativeFaceVideoEnhancement' + name + ':':<58}{value}")
+            lines.append(f"{'SEIGenerativeFaceVideoEnhancement' + name + ':':<57} {value}".rstrip())
 
         eb = gfve_messages[0]
         eopt("Enabled", 1)

@@ -418,6 +418,431 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
         "frames_metrics": {m: v for m, v in ev.get("frames", {}).items() if m in cfg.metrics},
     }
     strip_dir = out / "frames"
+    k = int(round(cfg.strip_frame * (len(ref) - 1)))
+    _write_png(strip_dir / f"{job.key}.png", decoded[k])
+    orig = strip_dir / f"{job.sequence.stem}__original.png"
+    if not orig.exists():
+        _write_png(orig, ref[k])
+    _write_json(result_path(out, job), row)
+    return row
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise GfvcError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (shards finishing together must not interleave their files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(_clean(obj), default=_jsonable))
+
+
+def _clean(o: Any) -> Any:
+    """NaN/inf become null so the files are strict JSON."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    return o
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return _clean(o.item())
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    raise TypeError(type(o).__name__)
+
+
+def _init_worker() -> None:
+    import torch
+
+    # Several workers share the cores: one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def _worker(args: tuple[CtcConfig, Job, Path]) -> tuple[str, dict[str, Any] | None, str | None]:
+    cfg, job, out = args
+    try:
+        return job.key, run_job(cfg, job, out), None
+    except GfvcError as e:
+        return job.key, None, str(e)
+    except MemoryError:
+        return job.key, None, "out of memory"
+    except Exception as e:  # one broken run must not stop the others
+        return job.key, None, f"internal error ({type(e).__name__}: {e})"
+
+
+ResultCallback = Callable[[str, "dict[str, Any] | None", "str | None"], None]
+
+
+def run(
+    cfg: CtcConfig,
+    out: Path,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[int], None] | None = None,
+    on_result: ResultCallback | None = None,
+) -> tuple[int, int, list[str]]:
+    """Run every unfinished job of this shard. Returns (done now, skipped, errors).
+
+    ``progress(1)`` is called after each job, ``on_result(key, row, error)`` too. Jobs run
+    in ``workers`` processes (spawned, one torch thread each) when ``workers > 1``.
+    """
+    mine = jobs(cfg, shard)
+    todo = [j for j in mine if not is_finished(cfg, j, out)]
+    skipped = len(mine) - len(todo)
+    errors: list[str] = []
+    if not todo:
+        return 0, skipped, errors
+    check_sequences(sorted({j.sequence for j in todo}))
+    out.mkdir(parents=True, exist_ok=True)
+    # Crop each sequence once, before the workers start, so they share the cache.
+    bad_seqs: dict[Path, str] = {}
+    for seq in sorted({j.sequence for j in todo}):
+        try:
+            reference_frames(cfg, seq, out / "cache")
+        except GfvcError as e:
+            bad_seqs[seq] = str(e)
+
+    def finish(key: str, row: dict[str, Any] | None, err: str | None) -> None:
+        if err:
+            errors.append(f"{key}: {err}")
+        if on_result:
+            on_result(key, row, err)
+        if progress:
+            progress(1)
+
+    runnable = []
+    for j in todo:
+        if j.sequence in bad_seqs:
+            finish(j.key, None, bad_seqs[j.sequence])
+        else:
+            runnable.append(j)
+    workers = max(1, min(workers, len(runnable)))
+    if workers == 1:
+        for j in runnable:
+            finish(*_worker((cfg, j, out)))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        # spawn, not fork: the parent holds mediapipe/torch threads that fork would copy.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(_worker, (cfg, j, out)): j for j in runnable}
+            for fut in as_completed(futures):
+                try:
+                    finish(*fut.result())
+                except BrokenProcessPool:
+                    finish(futures[fut].key, None, "worker process died (crash or out of memory)")
+    return len(todo) - len(errors), skipped, errors
+
+
+def progress_of(cfg: CtcConfig, out: Path) -> tuple[int, int]:
+    """(finished jobs, all jobs) of the whole config, over every shard."""
+    every = jobs(cfg)
+    return sum(is_finished(cfg, j, out) for j in every), len(every)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def load_rows(out: Path, cfg: CtcConfig | None = None) -> list[dict[str, Any]]:
+    """Stored results; with ``cfg``, only those of its jobs made with its current settings."""
+    runs = out / "runs"
+    if not runs.is_dir():
+        raise InputError(f"no results in {out}: run `gfvc ctc CONFIG -o {out}` first")
+    if cfg is None:
+        return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    rows = []
+    for j in jobs(cfg):
+        p = result_path(out, j)
+        if p.is_file():
+            try:
+                r = json.loads(p.read_text())
+            except ValueError:
+                continue
+            if r.get("settings_id") == cfg.settings_id(j):
+                rows.append(r)
+    return rows
+
+
+def curves(
+    rows: list[dict[str, Any]], metric: str
+) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """{sequence: {codec: (kbps sorted, metric)}} for rows that have the metric."""
+    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for r in rows:
+        if r.get(metric) is None:
+            continue
+        seq = out.setdefault(r["sequence"], {})
+        rates, vals = seq.setdefault(r["codec"], ([], []))
+        rates.append(r["kbps"])
+        vals.append(r[metric])
+    for seq in out.values():
+        for name, (rates, vals) in list(seq.items()):
+            order = np.argsort(rates)
+            seq[name] = ([rates[i] for i in order], [vals[i] for i in order])
+    return out
+
+
+def bd_table(
+    rows: list[dict[str, Any]], metrics: tuple[str, ...], reference: str
+) -> list[dict[str, Any]]:
+    """BD-rate (%) and BD-quality of every codec against ``reference``, per sequence and mean.
+
+    Each entry: metric, codec, reference, ``bd_rate_mean``, ``bd_quality_mean`` (means over the
+    sequences where the value is defined; ``sequences`` says how many of how many),
+    ``per_sequence`` (BD-rate), ``bd_quality_per_sequence`` and ``notes`` (why a value is
+    undefined: too few points, curve not monotonic, no overlap).
+    """
+    from gfvc.eval.bd import bd_quality, bd_rate
+
+    table = []
+    for metric in metrics:
+        per_seq = curves(rows, metric)
+        codecs = sorted({c for s in per_seq.values() for c in s if c != reference})
+        for codec in codecs:
+            rate: dict[str, float | None] = {}
+            qual: dict[str, float | None] = {}
+            notes: dict[str, str] = {}
+            for seq, cs in sorted(per_seq.items()):
+                if codec not in cs or reference not in cs:
+                    continue
+                for fn, store, what in ((bd_rate, rate, "BD-rate"), (bd_quality, qual, "BD")):
+                    try:
+                        store[seq] = fn(*cs[reference], *cs[codec], metric=metric)
+                    except GfvcError as e:
+                        store[seq] = None
+                        notes.setdefault(seq, f"{what}: {e}")
+            ok_r = [v for v in rate.values() if v is not None]
+            ok_q = [v for v in qual.values() if v is not None]
+            table.append(
+                {
+                    "metric": metric,
+                    "codec": codec,
+                    "reference": reference,
+                    "bd_rate_mean": float(np.mean(ok_r)) if ok_r else None,
+                    "bd_quality_mean": float(np.mean(ok_q)) if ok_q else None,
+                    "sequences": f"{len(ok_r)}/{len(rate)}",
+                    "per_sequence": rate,
+                    "bd_quality_per_sequence": qual,
+                    "notes": notes,
+                }
+            )
+    return table
+
+
+def mean_curves(
+    rows: list[dict[str, Any]], metric: str
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Average over sequences at each (codec, qp)."""
+    acc: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            acc.setdefault((r["codec"], r["qp"]), []).append((r["kbps"], r[metric]))
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for (codec, _), pts in sorted(acc.items()):
+        rates, vals = out.setdefault(codec, ([], []))
+        rates.append(float(np.mean([p[0] for p in pts])))
+        vals.append(float(np.mean([p[1] for p in pts])))
+    return out
+
+
+def _fmt(v: float | None, spec: str = ".4g") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def write_report(cfg: CtcConfig, out: Path) -> Path:
+    """CSV, JSONL, BD tables, RD plots, strips and report.md from the finished jobs of ``cfg``."""
+    from gfvc.eval.metrics import HIGHER_IS_BETTER
+    from gfvc.eval.plots import plot_rd
+
+    rows = load_rows(out, cfg)
+    if not rows:
+        raise InputError(
+            f"no finished runs of this config in {out / 'runs'}: run `gfvc ctc CONFIG -o {out}`"
+        )
+    finished, total = progress_of(cfg, out)
+    flat = [
+        {k: v for k, v in r.items() if k not in ("frames_metrics", "unavailable")} for r in rows
+    ]
+    cols = list(dict.fromkeys(k for r in flat for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(flat)
+    _write_text(out / "results.csv", buf.getvalue())
+    _write_text(
+        out / "results.jsonl",
+        "".join(json.dumps(_clean(r), default=_jsonable) + "\n" for r in rows),
+    )
+
+    seqs = sorted({r["sequence"] for r in rows})
+    lines = [f"# {cfg.name}: test-condition report", ""]
+    lines += [
+        f"{len(seqs)} sequences ({', '.join(seqs)}), {len({r['codec'] for r in rows})} codecs, "
+        f"{finished} of {total} runs finished; {cfg.size}x{cfg.size}, first "
+        f"{cfg.frames if cfg.frames else 'all'} frames, rates at {float(cfg.fps):g} fps. "
+        "Rates count every bit (every key frame, features, headers and framing; anchors: the "
+        "whole elementary stream).",
+        "",
+    ]
+    unavailable: dict[str, str] = {}
+    for r in rows:
+        unavailable.update(r.get("unavailable") or {})
+    metrics = [m for m in cfg.metrics if any(r.get(m) is not None for r in rows)]
+    for m in cfg.metrics:
+        if m not in metrics:
+            lines.append(f"- `{m}` unavailable: {unavailable.get(m, 'no value in any run')}")
+    if len(metrics) < len(cfg.metrics):
+        lines.append("")
+
+    lines += ["## Results (mean over sequences)", ""]
+    arrows = [f"{m} {'↑' if HIGHER_IS_BETTER.get(m, True) else '↓'}" for m in metrics]
+    lines.append(
+        "| codec | qp | kbps | key / feature / overhead kbps | " + " | ".join(arrows) + " |"
+    )
+    lines.append("|---|---|---|---|" + "---|" * len(metrics))
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["codec"], r["qp"]), []).append(r)
+    order = {c.name: i for i, c in enumerate(cfg.codecs)}
+    for (codec, qp), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        vals = [_mean([x.get(m) for x in rs]) for m in metrics]
+        split = "–"
+        if all("keyframe_bits" in x for x in rs):
+            kb = [
+                _mean([x[k] / x["frames"] * x["fps"] / 1000 for x in rs])
+                for k in ("keyframe_bits", "feature_bits", "overhead_bits")
+            ]
+            split = " / ".join(f"{v:.2f}" for v in kb if v is not None)
+        lines.append(
+            f"| {codec} | {qp} | {np.mean([x['kbps'] for x in rs]):.2f} | {split} | "
+            + " | ".join(_fmt(v) for v in vals)
+            + " |"
+        )
+
+    ref = cfg.bd_reference
+    if ref:
+        table = bd_table(rows, tuple(metrics), ref)
+        _write_text(out / "bd_rate.json", json.dumps(_clean(table), indent=2))
+        buf = io.StringIO()
+        w2 = csv.writer(buf, lineterminator="\n")
+        w2.writerow(
+            ["metric", "codec", "reference", "bd_rate_mean_percent", "bd_quality_mean",
+             "sequences", *[f"bd_rate_{s}" for s in seqs], *[f"bd_quality_{s}" for s in seqs]]
+        )  # fmt: skip
+        for t in table:
+            w2.writerow(
+                [t["metric"], t["codec"], ref, t["bd_rate_mean"], t["bd_quality_mean"],
+                 t["sequences"], *[t["per_sequence"].get(s) for s in seqs],
+                 *[t["bd_quality_per_sequence"].get(s) for s in seqs]]
+            )  # fmt: skip
+        _write_text(out / "bd_rate.csv", buf.getvalue())
+        lines += [
+            "",
+            f"## BD-rate and BD-quality against {ref}",
+            "",
+            "BD-rate: average rate difference at equal quality (negative: fewer bits than "
+            f"{ref}). BD-quality: average metric difference at equal rate (test - {ref}; better "
+            "is positive for ↑ metrics, negative for ↓ metrics). Per-sequence values, then their "
+            "mean over the sequences where they are defined.",
+            "",
+            "| metric | codec | BD-rate | BD-quality | per sequence (BD-rate) |",
+            "|---|---|---|---|---|",
+        ]
+        notes: list[str] = []
+        for t in table:
+            per = ", ".join(
+                f"{s}: {'n/a' if v is None else f'{v:+.1f}%'}"
+                for s, v in sorted(t["per_sequence"].items())
+            )
+            n_ok, n_all = t["sequences"].split("/")
+            part = "" if n_ok == n_all else f" ({t['sequences']})"
+            mean = "n/a" if t["bd_rate_mean"] is None else f"{t['bd_rate_mean']:+.1f}%{part}"
+            q = t["bd_quality_mean"]
+            lines.append(
+                f"| {t['metric']} | {t['codec']} | {mean} | {'n/a' if q is None else f'{q:+.4g}'}"
+                f" | {per} |"
+            )
+            for s, why in sorted(t["notes"].items()):
+                notes.append(f"- {t['metric']}, {t['codec']}, {s}: {why}")
+        lines += [
+            "",
+            "Bjontegaard deltas with the `bjontegaard` package, PCHIP interpolation over the "
+            "overlap of the two curves (at least 3 points per curve; see docs/metrics.md).",
+        ]
+        if notes:
+            lines += ["", "Undefined values:", "", *notes]
+        lines.append("")
+
+    plots = out / "plots"
+    lines += ["## RD curves (mean over sequences at each QP)", ""]
+    for m in metrics:
+        p = plot_rd(
+            mean_curves(rows, m),
+            m,
+            plots / f"rd_{m}.png",
+            title=f"{cfg.name}: {m} vs rate (mean over sequences)",
+        )
+        lines.append(f"![{m}]({p.relative_to(out).as_posix()})")
+    lines += _strips(cfg, out, rows, metrics)
+    report = out / "report.md"
+    _write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _mean(values: list[Any]) -> float | None:
+    good = [v for v in values if v is not None]
+    return float(np.mean(good)) if good else None
+
+
+def _strips(cfg: CtcConfig, out: Path, rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """original | GFVC | anchor at similar rate | anchor at similar quality, per sequence."""
+    import cv2
+
+    from gfvc.eval.plots import panel_label, save_strip
+
+    ref = cfg.bd_reference
+    gfvc_codecs = [c.name for c in cfg.codecs if c.kind == GFVC]
+    anchor = ref if ref and ref not in gfvc_codecs else None
+    anchor = anchor or next((c.name for c in cfg.codecs if c.kind == ANCHOR), None)
+    if not gfvc_codecs or not anchor:
+        return []
+    show = [m for m in _CAPTION_METRICS if m in metrics][:2]
+    match = next((m for m in _QUALITY_MATCH if m in metrics), None)
+
+    def load(key: str) -> np.ndarray | None:
+        img = cv2.imread(str(out / "frames" / f"{key}.png"))
+        return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def panel(r: dict[str, Any], what: str) -> tuple[str, np.ndarray] | None:
+        img = load(f"{r['sequence']}__{r['codec']}__qp{r['qp']}")
+        if img is None:
+            return None
+        label = panel_label(
+            f"{r['codec']} QP {r['qp']}{what}", r["kbps"], {m: r.get(m) for m in show}
+        )
+        return label, img
+
     lines = [
         "",
         "## Side by side",

@@ -186,11 +186,10 @@ class AdaptiveRangeCoder(FeatureCoder):
         return np.where(np.abs(q) <= _K, q + _K, _ESC).astype(np.int32)
 
     # -- coding
-    def _encode_words(self, q: np.ndarray, buckets: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    def _encode_words(self, q: np.ndarray, buckets: np.ndarray, symbols: np.ndarray, models: list) -> np.ndarray:
         import constriction
 
         enc = constriction.stream.queue.RangeEncoder()
-        models = self._models()
         for b in range(_BUCKETS):
             sel = symbols[buckets == b]
             if sel.size:
@@ -211,11 +210,10 @@ class AdaptiveRangeCoder(FeatureCoder):
         raw = np.unpackbits(np.frombuffer(w.getvalue(), dtype=np.uint8))[:n]
         return raw.astype(np.int32)
 
-    def _decode_from(self, data: bytes, buckets: np.ndarray) -> np.ndarray:
+    def _decode_from(self, data: bytes, buckets: np.ndarray, models: list) -> np.ndarray:
         import constriction
 
         dec = constriction.stream.queue.RangeDecoder(_words(data))
-        models = self._models()
         symbols = np.empty(self.dim, dtype=np.int32)
         for b in range(_BUCKETS):
             idx = np.flatnonzero(buckets == b)
@@ -244,12 +242,24 @@ class AdaptiveRangeCoder(FeatureCoder):
             raise ValueError(f"expected {self.dim} residuals, got shape {q.shape}")
         buckets = _bucket_of(self._sum_abs, self._n)
         symbols = self._symbols(q)
-        full = self._encode_words(q, buckets, symbols).astype(">u4").tobytes()
-        data = self._shortest(full, q, buckets)
+        models = self._models()
+        full = self._encode_words(q, buckets, symbols, models).astype(">u4").tobytes()
+        data = self._shortest(full, q, buckets, models, self._ideal_bits(buckets, symbols, q))
         self._update(q, buckets, symbols)
         return data
 
-    def _shortest(self, full: bytes, q: np.ndarray, buckets: np.ndarray) -> bytes:
+    def _ideal_bits(self, buckets: np.ndarray, symbols: np.ndarray, q: np.ndarray) -> float:
+        """Information content of the frame under the current models (a lower bound)."""
+        bits = 0.0
+        for b in range(_BUCKETS):
+            sel = symbols[buckets == b]
+            if sel.size:
+                c = self._counts[b]
+                bits -= float(np.log2(c[sel] / c.sum()).sum())
+        esc = q[symbols == _ESC]
+        return bits + float(sum(1 + 2 * int(abs(v) - _K).bit_length() - 1 for v in esc))
+
+    def _shortest(self, full: bytes, q: np.ndarray, buckets: np.ndarray, models: list, ideal_bits: float) -> bytes:
         """Drop the flush bytes the decoder does not need (it reads zeros past the end).
 
         A range coder's flush writes its whole state, but any number inside the final
@@ -257,12 +267,13 @@ class AdaptiveRangeCoder(FeatureCoder):
         one, followed by zeros, usually still lies inside it. We keep the shortest such
         candidate that decodes back to ``q``: checked by decoding, so exact by construction.
         """
-        for n in range(max(0, len(full) - 8), len(full)):
+        # No byte string shorter than the information content can decode: start just below it.
+        for n in range(max(0, int(ideal_bits // 8) - 1), len(full)):
             for cand in (full[:n], _increment(full[:n])):
                 if cand is None:
                     continue
                 try:
-                    if np.array_equal(self._decode_from(cand, buckets), q):
+                    if np.array_equal(self._decode_from(cand, buckets, models), q):
                         return cand
                 except Exception:  # constriction asserts on data that ends too early
                     continue
@@ -271,7 +282,7 @@ class AdaptiveRangeCoder(FeatureCoder):
     def decode(self, data: bytes) -> np.ndarray:
         buckets = _bucket_of(self._sum_abs, self._n)
         try:
-            q = self._decode_from(data, buckets)
+            q = self._decode_from(data, buckets, self._models())
         except BitstreamError:
             raise
         except Exception as e:  # constriction raises plain errors on garbage

@@ -22,7 +22,7 @@ from torch import nn
 
 from gfvc.errors import InputError
 from gfvc.models.dac import DacGenerator, DacKeypointDetector, DacOptions, KeypointModelMixin
-from gfvc.models.layers import DownBlock2d, ResBlock2d, SameBlock2d
+from gfvc.models.layers import AntiAliasInterpolation2d, DownBlock2d, ResBlock2d, SameBlock2d
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
@@ -118,6 +118,10 @@ class HdacModel(KeypointModelMixin, OfficialModel[Any]):
         common = params["common_params"]
         gen = HdacGenerator(**params["generator_params"], **common)
         kp = DacKeypointDetector(**params["kp_detector_params"], **common)
+        for net in (gen, kp):  # HDAC's image down-scaler resizes bilinearly after the blur
+            for m in net.modules():
+                if isinstance(m, AntiAliasInterpolation2d):
+                    m.resample = "bilinear"
         gen.set_align_corners(self.options.align_corners)
         self.num_kp = int(common["num_kp"])
         self._base_layer: np.ndarray | None = None

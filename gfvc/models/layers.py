@@ -38,11 +38,12 @@ class AntiAliasInterpolation2d(nn.Module):
     """Gaussian blur then strided subsampling: the models' image down-scaler.
 
     The kernel is a *persistent* buffer ``weight`` (C, 1, k, k) because the official checkpoints
-    contain it; sigma = (1/scale - 1)/2, k = 2*round(4*sigma) + 1. Subsampling takes every
-    (1/scale)-th pixel (no interpolation).
+    contain it; sigma = (1/scale - 1)/2, k = 2*round(4*sigma) + 1. ``resample="subsample"``
+    takes every (1/scale)-th pixel (FOMM, CFTE, FV2V, DAC, RDAC); ``"bilinear"`` resizes the
+    blurred image bilinearly with ``align_corners=True`` (HDAC; established on its golden data).
     """
 
-    def __init__(self, channels: int, scale: float) -> None:
+    def __init__(self, channels: int, scale: float, resample: str = "subsample") -> None:
         super().__init__()
         sigma = (1 / scale - 1) / 2
         ksize = 2 * round(sigma * 4) + 1
@@ -57,12 +58,17 @@ class AntiAliasInterpolation2d(nn.Module):
         self.groups = channels
         self.scale = scale
         self.step = int(1 / scale)
+        if resample not in ("subsample", "bilinear"):
+            raise ValueError(f"unknown resample {resample!r}")
+        self.resample = resample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return x
         out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         out = F.conv2d(out, weight=self.weight, groups=self.groups)
+        if self.resample == "bilinear":
+            return F.interpolate(out, scale_factor=(self.scale, self.scale), mode="bilinear", align_corners=True)
         return out[:, :, :: self.step, :: self.step]
 
 
