@@ -607,6 +607,31 @@ def ctc(
 
 
 @app.command()
+def conformance(
+    golden: Annotated[Path, typer.Argument(help="A golden file (official model config, state dict, reference outputs).")],
+    as_json: Json = False,
+) -> None:
+    """Check this install against reference outputs of an official model; exit 1 on a failure."""
+    from gfvc.models.conformance import run_conformance
+
+    def body() -> bool:
+        rep = run_conformance(golden)
+        if as_json:
+            typer.echo(json.dumps({"model": rep.model, "passed": rep.passed, "max_abs_diff": rep.max_abs_diff}, indent=2))
+        else:
+            for key, diff in rep.max_abs_diff.items():
+                tol = rep.tolerance.get(key, 0.0)
+                typer.echo(f"{'FAIL' if key in rep.failures else 'pass'}  {key:40} max abs diff {diff:.3g} (tolerance {tol:g})")
+            for note in rep.notes:
+                typer.echo(f"note: {note}")
+            typer.echo(f"{rep.model}: {'PASSED' if rep.passed else 'FAILED'}")
+        return rep.passed
+
+    if not _run(body):
+        raise typer.Exit(1)
+
+
+@app.command()
 def train(
     config: Annotated[
         Path | None, typer.Argument(help="Training YAML (see configs/train_landmark.yaml).")
