@@ -190,13 +190,15 @@ def decode(
     device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
-    """Decode a .gfv bitstream into a video."""
+    """Decode a .gfv bitstream (or a .265/.266 stream carrying GFV SEI) into a video."""
     from gfvc.codec import decode_file
+    from gfvc.interop import read_any
 
     def body() -> None:
+        data = read_any(input)
         with _progress(None, quiet, "decode") as tick:
             n = decode_file(
-                input,
+                data,
                 output,
                 checkpoint=str(checkpoint) if checkpoint else None,
                 config=str(config) if config else None,
@@ -606,9 +608,71 @@ def ctc(
     _run(body)
 
 
+@app.command(name="export")
+def export_cmd(
+    input: Annotated[Path, typer.Argument(help="A .gfv bitstream.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Annex-B stream: .265 (HEVC) or .266 (VVC).")
+    ],
+    form: Annotated[str, typer.Option(help="SEI syntax form: vtm (default) or hm.")] = "vtm",
+    vtm_cfg: Annotated[
+        Path | None, typer.Option(help="Also write the equivalent VTM/HM SEI configuration file.")
+    ] = None,
+    no_pupils: Annotated[
+        bool, typer.Option("--no-pupils", help="Keep pupils as keypoints (no GFVE message).")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Turn a .gfv file into a standard HEVC/VVC stream: the key frame plus one GFV SEI per frame."""
+    from dataclasses import asdict
+
+    from gfvc.interop import export_stream
+
+    def body() -> None:
+        if form not in ("vtm", "hm"):
+            raise InputError(f"--form must be vtm or hm, got {form!r}")
+        rep = export_stream(input, output, form=form, cfg_path=vtm_cfg, pupils=not no_pupils)
+        if as_json:
+            typer.echo(json.dumps(asdict(rep), indent=2, default=str))
+        else:
+            typer.echo(
+                f"{output}: {rep.frames} frames, SEI {rep.sei_bits_per_frame:.1f} bits/frame "
+                f"(native .gfv features {rep.native_feature_bits_per_frame:.1f} bits/frame)"
+            )
+
+    _run(body)
+
+
+@app.command(name="import")
+def import_cmd(
+    input: Annotated[
+        Path, typer.Argument(help="HEVC/VVC Annex-B stream with GFV SEI messages (.265/.266).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .gfv file.")],
+    model: Annotated[
+        str | None, typer.Option(help="Model for streams written by VTM/HM (no gfvc metadata).")
+    ] = None,
+) -> None:
+    """Turn an HEVC/VVC stream carrying GFV SEI messages into a .gfv file."""
+    from gfvc.interop import import_stream
+
+    def body() -> None:
+        rep = import_stream(input, output, model=model)
+        typer.echo(
+            f"{output}: {rep.frames} frames, {rep.key_pictures} key picture(s), {rep.codec}, {rep.form} form"
+        )
+
+    _run(body)
+
+
 @app.command()
 def conformance(
-    golden: Annotated[Path, typer.Argument(help="A golden file (official model config, state dict, reference outputs).")],
+    golden: Annotated[
+        Path,
+        typer.Argument(
+            help="A golden file (official model config, state dict, reference outputs)."
+        ),
+    ],
     as_json: Json = False,
 ) -> None:
     """Check this install against reference outputs of an official model; exit 1 on a failure."""
@@ -617,11 +681,18 @@ def conformance(
     def body() -> bool:
         rep = run_conformance(golden)
         if as_json:
-            typer.echo(json.dumps({"model": rep.model, "passed": rep.passed, "max_abs_diff": rep.max_abs_diff}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {"model": rep.model, "passed": rep.passed, "max_abs_diff": rep.max_abs_diff},
+                    indent=2,
+                )
+            )
         else:
             for key, diff in rep.max_abs_diff.items():
                 tol = rep.tolerance.get(key, 0.0)
-                typer.echo(f"{'FAIL' if key in rep.failures else 'pass'}  {key:40} max abs diff {diff:.3g} (tolerance {tol:g})")
+                typer.echo(
+                    f"{'FAIL' if key in rep.failures else 'pass'}  {key:40} max abs diff {diff:.3g} (tolerance {tol:g})"
+                )
             for note in rep.notes:
                 typer.echo(f"note: {note}")
             typer.echo(f"{rep.model}: {'PASSED' if rep.passed else 'FAILED'}")

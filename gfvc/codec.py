@@ -13,8 +13,6 @@ sends the header once and then units over its own transport; ``encode_file`` and
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,7 +38,6 @@ from gfvc.errors import (
     GfvcError,
     InputError,
     NoFaceError,
-    OutputError,
 )
 from gfvc.features.entropy import (
     FEATURE_CODERS,
@@ -50,6 +47,7 @@ from gfvc.features.entropy import (
     feature_coder_by_id,
 )
 from gfvc.features.quant import ClosedLoopPredictor, quantize
+from gfvc.io.atomic import AtomicFile
 from gfvc.keyframe import KeyframeCodec, keyframe_codec, keyframe_codec_class_by_id
 from gfvc.models import MotionModel, model_class, model_class_by_id
 
@@ -391,7 +389,7 @@ def encode_file(
     prep = FramePreparer(src, s)
     try:
         enc = make_encoder(s, prep.fps, model)
-        with _AtomicFile(dst) as out:
+        with AtomicFile(dst) as out:
             for chunk in stream_chunks(enc, prep, progress):
                 out.write(chunk)
     finally:
@@ -431,7 +429,7 @@ def read_stream(path: str | Path) -> bytes:
 
 
 def decode_file(
-    src: str | Path,
+    src: str | Path | bytes,
     dst: str | Path,
     *,
     checkpoint: str | None = None,
@@ -439,10 +437,11 @@ def decode_file(
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Decode a .gfv file into a video (format from ``dst``'s extension). Returns frames."""
+    """Decode a .gfv file (a path, or its bytes) into a video (format from ``dst``'s
+    extension). Returns the number of frames."""
     from gfvc.io import VideoWriter
 
-    data = read_stream(src)
+    data = src if isinstance(src, bytes) else read_stream(src)
     # Verify the whole file before writing anything, so corruption never yields a video.
     parsed = parse_stream(data)
     h = parsed.header
@@ -456,40 +455,6 @@ def decode_file(
             if progress:
                 progress(1)
     return parsed.frames
-
-
-class _AtomicFile:
-    """Write to a temp file beside ``path``; rename on success, delete on failure."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        parent = self.path.parent
-        if self.path.is_dir():
-            raise OutputError(f"cannot write {self.path}: it is a folder")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent)
-        except OSError as e:
-            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self._tmp = Path(tmp)
-        self._f = os.fdopen(fd, "wb")
-
-    def write(self, data: bytes) -> None:
-        self._f.write(data)
-
-    def __enter__(self) -> _AtomicFile:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._f.close()
-        if exc_type is None:
-            try:
-                os.replace(self._tmp, self.path)
-                return
-            except OSError as e:
-                self._tmp.unlink(missing_ok=True)
-                raise OutputError(f"cannot write {self.path}: {e.strerror}") from None
-        self._tmp.unlink(missing_ok=True)
 
 
 __all__ = [

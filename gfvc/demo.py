@@ -19,13 +19,13 @@ import numpy as np
 from gfvc.codec import (
     EncodeSettings,
     FramePreparer,
-    _AtomicFile,
     build_model,
     decode_frames,
     make_encoder,
     stream_chunks,
     stream_report,
 )
+from gfvc.io.atomic import AtomicFile
 
 
 def sample_path() -> Path:
@@ -92,7 +92,7 @@ def run_demo(
     try:
         enc = make_encoder(s, prep.fps, model)
         gfv = out / "demo.gfv"
-        with _AtomicFile(gfv) as f:
+        with AtomicFile(gfv) as f:
             for chunk in stream_chunks(enc, keep(prep), progress):
                 f.write(chunk)
     finally:

@@ -25,9 +25,7 @@ which is what the URI is for: naming the network that animates the base picture.
 from __future__ import annotations
 
 import math
-import os
 import struct
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,7 +64,8 @@ from gfvc.bitstream.sei import (
     SeiWriter,
     matrix_size,
 )
-from gfvc.errors import BitstreamError, GfvcError, InputError, OutputError
+from gfvc.errors import BitstreamError, GfvcError, InputError
+from gfvc.io.atomic import write_atomic
 from gfvc.models.base import FeatureField, MotionModel
 
 NN_TAG_URI = "tag:gfvc,2025:gfv-features"
@@ -213,7 +212,12 @@ def plan_layout(
         dims = coord.shape[1]
         rows = tuple(range(coord.shape[0]))
         pup = _pupil_rows(model_name) if pupils else None
-        if pup is not None and pup[0] == coord.name and dims == 2:
+        if (
+            pup is not None
+            and pup[0] == coord.name
+            and dims == 2
+            and max(pup[1], pup[2]) < coord.shape[0]
+        ):
             rows = tuple(r for r in rows if r not in (pup[1], pup[2]))
         else:
             pup = None
@@ -382,19 +386,23 @@ class GridMap:
     ) -> GridMap:
         q = Fraction(qstep)
         exact_ok = base is None
-        p, ex_c = _choose_precision(layout.coord_scale, layout.coord_offset, q, exact_ok)
-        qm, ex_m = _choose_precision(Fraction(1), Fraction(0), q, exact_ok)
-        if layout.coord_field is None and layout.pupils is None:
-            ex_c = True
-        if not layout.matrices:
-            ex_m = True
+        p = (
+            coord_precision
+            or _choose_precision(layout.coord_scale, layout.coord_offset, q, exact_ok)[0]
+        )
+        qm = matrix_precision or _choose_precision(Fraction(1), Fraction(0), q, exact_ok)[0]
+
+        def whole(scale: Fraction, offset: Fraction, prec: int) -> bool:
+            a = scale * (1 << prec) / q
+            return a.denominator == 1 and (offset * (1 << prec)).denominator == 1
+
+        exact = exact_ok
+        if layout.coord_field is not None or layout.pupils is not None:
+            exact = exact and whole(layout.coord_scale, layout.coord_offset, p)
+        if layout.matrices:
+            exact = exact and whole(Fraction(1), Fraction(0), qm)
         return cls(
-            layout,
-            q,
-            coord_precision or p,
-            matrix_precision or qm,
-            ex_c and ex_m,
-            None if base is None else np.asarray(base, dtype=np.float64),
+            layout, q, p, qm, exact, None if base is None else np.asarray(base, dtype=np.float64)
         )
 
     def _to_grid(
@@ -911,27 +919,13 @@ def export_stream(
         anchor=anchor,
         model=model,
     )
-    _write_atomic(out_path, stream)
+    write_atomic(out_path, stream)
     if cfg_path is not None:
         gfv_msgs, gfve_msgs = msgs[0]
-        _write_atomic(
+        write_atomic(
             cfg_path, vtm_cfg(gfv_msgs, gfve_msgs, form=form, extra_pictures=len(msgs) - 1).encode()
         )
     return report
-
-
-def _write_atomic(path: str | Path, data: bytes) -> None:
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except OSError as e:
-        raise OutputError(f"cannot write {p}: {e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------- import
@@ -1068,7 +1062,20 @@ def annexb_to_gfv(
     chunks = [header.to_bytes()]
     frames = 0
     for gi, g in enumerate(groups):
-        gm = grid_for(gi, g)
+        if not g.gfv:
+            raise BitstreamError(f"key picture {gi} is followed by no GFV messages")
+        if not g.gfv[0].message.base_picture:
+            raise BitstreamError(
+                f"the first GFV message after key picture {gi} is not a base-picture message"
+            )
+        try:
+            gm = grid_for(gi, g)
+        except (IndexError, ValueError) as exc:
+            if isinstance(exc, GfvcError):
+                raise
+            raise BitstreamError(
+                f"the SEI messages do not fit the feature layout ({exc})"
+            ) from None
         accs = _group_accs(g, gm, strict=not foreign and gm.exact)
         feature = encode_ints_eg(accs[0]) if header.key_feature_sent else b""
         if not header.key_feature_sent and not foreign and np.any(accs[0]):
@@ -1121,17 +1128,19 @@ def _stream_uri(groups: Sequence[PictureGroup]) -> UriInfo | None:
 
 def _group_accs(g: PictureGroup, gm: GridMap, strict: bool) -> list[np.ndarray]:
     accs = []
+    pupils = None
     for t, v in enumerate(g.gfv):
         if v.message.cnt != t:
             raise BitstreamError(
                 f"GFV messages after a picture must have gfv_cnt 0, 1, 2, ...; found {v.message.cnt} at position {t}"
             )
-        pupils = None
         if gm.layout.pupils is not None:
             e = g.gfve.get(t)
-            if e is None or e.pupils is None:
-                raise BitstreamError(f"no GFVE pupil coordinates for gfv_cnt {t}")
-            pupils = e.pupils
+            if e is not None and e.pupils is not None:
+                pupils = e.pupils
+            elif t == 0:
+                raise BitstreamError("no GFVE pupil coordinates for the base picture (gfv_cnt 0)")
+            # a frame without a GFVE message keeps the previous pupils
         accs.append(gm.acc_from_values(v.coordinates, v.matrices, pupils, strict))
     return accs
 
@@ -1139,7 +1148,10 @@ def _group_accs(g: PictureGroup, gm: GridMap, strict: bool) -> list[np.ndarray]:
 def _own_stream(info: UriInfo, groups: Sequence[PictureGroup], model: MotionModel | str | None):
     """Header and layout of a gfvc-written stream, from its NN URI."""
     h = info.header
-    layout = plan_layout(info.fields, info.model_name, h.width, pupils=info.pupils is not None)
+    try:
+        layout = plan_layout(info.fields, info.model_name, h.width, pupils=info.pupils is not None)
+    except InputError as exc:
+        raise BitstreamError(f"gfvc NN URI describes an impossible layout ({exc})") from None
     layout = _replace_layout(layout, coord_scale=info.coord_scale, coord_offset=info.coord_offset)
     if (layout.pupils is None) != (info.pupils is None) or (
         layout.pupils is not None and (layout.pupils[1], layout.pupils[2]) != info.pupils
@@ -1278,7 +1290,7 @@ def import_stream(
     gfv, report = annexb_to_gfv(
         data, form=form, hint=p.suffix, model=model, qstep=qstep, coder=coder, fps=fps
     )
-    _write_atomic(out_gfv_path, gfv)
+    write_atomic(out_gfv_path, gfv)
     return report
 
 
@@ -1480,7 +1492,6 @@ def vtm_cfg(
 
 __all__ = [
     "ExportReport",
-    "GfvcError",
     "GridMap",
     "ImportReport",
     "MatrixSlot",

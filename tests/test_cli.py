@@ -248,3 +248,18 @@ def test_version_and_entry_point():
         [sys.executable, "-m", "gfvc", "--version"], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0 and res.stdout.startswith("gfvc ")
+
+
+def test_export_import_decode_round_trip(tmp_path):
+    """A real clip through .gfv -> HEVC with GFV SEI -> .gfv gives identical bytes; decode reads both."""
+    gfv = tmp_path / "m.gfv"
+    res = run("encode", clip("lp_d3.mp4"), "-o", gfv, "--frames", "12", "-q")
+    assert res.exit_code == 0, res.output
+    res = run("export", gfv, "-o", tmp_path / "m.265", "--vtm-cfg", tmp_path / "m.cfg")
+    assert res.exit_code == 0, res.output
+    assert "SEIGenerativeFaceVideo" in (tmp_path / "m.cfg").read_text()
+    res = run("import", tmp_path / "m.265", "-o", tmp_path / "back.gfv")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "back.gfv").read_bytes() == gfv.read_bytes()
+    res = run("decode", tmp_path / "m.265", "-o", tmp_path / "d.y4m", "-q")
+    assert res.exit_code == 0, res.output

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
@@ -1199,7 +1199,7 @@ class GfvGridEncoder:
         options = [(bits(arrays, False), False, arrays)]
         if predict and not base and self._specs == spec_t and self._q == q:
             ref = self._mb if cnt == 0 else self._mp
-            if ref is not None:
+            if ref is not None and [r.shape for r in ref] == [a.shape for a in arrays]:
                 deltas = [a - r for a, r in zip(arrays, ref, strict=True)]
                 # an unpredicted block also codes the precision and the types
                 options[0] = (
@@ -1435,11 +1435,6 @@ class ReferenceGfveEncoder:
         return GfveMessage(
             gfve_id=self.gfve_id, gfv_id=self.gfv_id, gfv_cnt=cnt, base_picture=base, pupils=p
         )
-
-
-def with_cnt(m: GfvMessage, cnt: int) -> GfvMessage:
-    """A copy of ``m`` with another gfv_cnt (tests and tools)."""
-    return replace(m, cnt=cnt)
 
 
 __all__ = [

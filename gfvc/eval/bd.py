@@ -37,9 +37,15 @@ def lower_is_better(metric: str) -> bool:
 
 
 def _curve(
-    rates: Sequence[float], values: Sequence[float], metric: str, which: str
+    rates: Sequence[float],
+    values: Sequence[float],
+    metric: str,
+    which: str,
+    *,
+    monotone: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated curve sorted by rate: >= MIN_POINTS finite points, rate and quality strictly monotone."""
+    """Validated curve sorted by rate: >= MIN_POINTS finite points, distinct rates and (with
+    ``monotone``) quality strictly improving with rate."""
     r = np.asarray(rates, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if r.ndim != 1 or r.shape != v.shape:
@@ -55,7 +61,7 @@ def _curve(
     if np.any(np.diff(r) <= 0):
         raise InputError(f"{which} curve has two points with the same rate")
     step = np.diff(v) if not lower_is_better(metric) else -np.diff(v)
-    if np.any(step <= 0):
+    if monotone and np.any(step <= 0):
         i = int(np.argmax(step <= 0))
         direction = "fall" if lower_is_better(metric) else "rise"
         raise InputError(
@@ -118,10 +124,13 @@ def bd_quality(
     """Average ``metric`` difference (test - anchor, metric units) at equal rate.
 
     Positive is better for PSNR/SSIM/VMAF; negative is better for lower-is-better metrics.
+    The metric is interpolated as a function of log-rate, so it need not be monotonic (a GFVC
+    curve that saturates, or dips, as the key-frame QP falls still has a BD-quality); only
+    the rates must be distinct.
     """
     _check_method(method)
-    ar, av = _curve(anchor_rates, anchor_values, metric, "anchor")
-    tr, tv = _curve(test_rates, test_values, metric, "test")
+    ar, av = _curve(anchor_rates, anchor_values, metric, "anchor", monotone=False)
+    tr, tv = _curve(test_rates, test_values, metric, "test", monotone=False)
     _overlap_or_raise(np.log10(ar), np.log10(tr), "rate")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

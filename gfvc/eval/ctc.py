@@ -45,6 +45,8 @@ from gfvc.errors import GfvcError, InputError
 GFVC = "gfvc"
 ANCHOR = "anchor"
 
+#: BD values from curves that share less than this part of their range are marked unreliable.
+LOW_OVERLAP = 0.5
 #: Bump when the meaning of a stored result changes (forces a rerun of old results).
 RESULT_VERSION = 1
 
@@ -58,7 +60,7 @@ _GFVC_KEYS = {
 }  # fmt: skip
 _ANCHOR_KEYS = {"codec", "preset"}
 #: Metrics shown in strip captions, and used to find the anchor of "similar quality".
-_CAPTION_METRICS = ("dists", "lpips", "ms_ssim", "psnr_y", "lmd", "id_dist")
+_CAPTION_METRICS = (("dists", "lpips", "ms_ssim", "ssim"), ("id_dist", "lmd", "psnr_y"))
 _QUALITY_MATCH = ("dists", "lpips", "ms_ssim", "ssim", "psnr_y", "psnr_rgb")
 
 
@@ -608,12 +610,15 @@ def bd_table(
 ) -> list[dict[str, Any]]:
     """BD-rate (%) and BD-quality of every codec against ``reference``, per sequence and mean.
 
-    Each entry: metric, codec, reference, ``bd_rate_mean``, ``bd_quality_mean`` (means over the
-    sequences where the value is defined; ``sequences`` says how many of how many),
-    ``per_sequence`` (BD-rate), ``bd_quality_per_sequence`` and ``notes`` (why a value is
-    undefined: too few points, curve not monotonic, no overlap).
+    Each entry: metric, codec, reference; ``per_sequence`` (BD-rate) and
+    ``bd_quality_per_sequence`` ({sequence: value or None}); ``bd_rate_mean`` and
+    ``bd_quality_mean``, the mean over sequences, None unless defined for every sequence
+    (``sequences`` and ``bd_quality_sequences`` say for how many of how many it is);
+    ``overlap`` and ``bd_quality_overlap`` ({sequence: share of the two curves' union range
+    that both cover, in quality resp. log-rate}); ``notes`` ({sequence: why a value is
+    undefined: too few points, curve not monotonic, no overlap}).
     """
-    from gfvc.eval.bd import bd_quality, bd_rate
+    from gfvc.eval.bd import bd_quality, bd_rate, overlap_fraction
 
     table = []
     for metric in metrics:
@@ -622,13 +627,18 @@ def bd_table(
         for codec in codecs:
             rate: dict[str, float | None] = {}
             qual: dict[str, float | None] = {}
+            ov_r: dict[str, float] = {}
+            ov_q: dict[str, float] = {}
             notes: dict[str, str] = {}
             for seq, cs in sorted(per_seq.items()):
                 if codec not in cs or reference not in cs:
                     continue
+                (ar, av), (tr, tv) = cs[reference], cs[codec]
+                ov_r[seq] = overlap_fraction(av, tv)
+                ov_q[seq] = overlap_fraction(np.log10(ar), np.log10(tr))
                 for fn, store, what in ((bd_rate, rate, "BD-rate"), (bd_quality, qual, "BD")):
                     try:
-                        store[seq] = fn(*cs[reference], *cs[codec], metric=metric)
+                        store[seq] = fn(ar, av, tr, tv, metric=metric)
                     except GfvcError as e:
                         store[seq] = None
                         notes.setdefault(seq, f"{what}: {e}")
@@ -639,14 +649,17 @@ def bd_table(
                     "metric": metric,
                     "codec": codec,
                     "reference": reference,
-                    "bd_rate_mean": float(np.mean(ok_r)) if ok_r else None,
-                    "bd_quality_mean": float(np.mean(ok_q)) if ok_q else None,
+                    "bd_rate_mean": float(np.mean(ok_r)) if ok_r and len(ok_r) == len(rate) else None,
+                    "bd_quality_mean": float(np.mean(ok_q)) if ok_q and len(ok_q) == len(qual) else None,
                     "sequences": f"{len(ok_r)}/{len(rate)}",
+                    "bd_quality_sequences": f"{len(ok_q)}/{len(qual)}",
                     "per_sequence": rate,
                     "bd_quality_per_sequence": qual,
+                    "overlap": ov_r,
+                    "bd_quality_overlap": ov_q,
                     "notes": notes,
                 }
-            )
+            )  # fmt: skip
     return table
 
 
@@ -763,33 +776,50 @@ def write_report(cfg: CtcConfig, out: Path) -> Path:
             "",
             "BD-rate: average rate difference at equal quality (negative: fewer bits than "
             f"{ref}). BD-quality: average metric difference at equal rate (test - {ref}; better "
-            "is positive for ↑ metrics, negative for ↓ metrics). Per-sequence values, then their "
-            "mean over the sequences where they are defined.",
+            "is positive for ↑ metrics, negative for ↓ metrics). The mean over sequences, then "
+            "each sequence's value.",
             "",
-            "| metric | codec | BD-rate | BD-quality | per sequence (BD-rate) |",
+            "| metric | codec | BD-rate | BD-quality | per sequence: BD-rate / BD-quality |",
             "|---|---|---|---|---|",
         ]
         notes: list[str] = []
+        low = False
+
+        def cell(v: float | None, ov: float | None, spec: str, unit: str = "") -> str:
+            nonlocal low
+            if v is None:
+                return "n/a"
+            mark = ""
+            if ov is not None and ov < LOW_OVERLAP:
+                mark, low = "\\*", True
+            return f"{v:{spec}}{unit}{mark}"
+
         for t in table:
-            per = ", ".join(
-                f"{s}: {'n/a' if v is None else f'{v:+.1f}%'}"
+            per = "; ".join(
+                f"{s}: {cell(v, t['overlap'].get(s), '+.1f', '%')} / "
+                + cell(t["bd_quality_per_sequence"].get(s), t["bd_quality_overlap"].get(s), "+.4g")
                 for s, v in sorted(t["per_sequence"].items())
             )
-            n_ok, n_all = t["sequences"].split("/")
-            part = "" if n_ok == n_all else f" ({t['sequences']})"
-            mean = "n/a" if t["bd_rate_mean"] is None else f"{t['bd_rate_mean']:+.1f}%{part}"
-            q = t["bd_quality_mean"]
-            lines.append(
-                f"| {t['metric']} | {t['codec']} | {mean} | {'n/a' if q is None else f'{q:+.4g}'}"
-                f" | {per} |"
-            )
+            worst_r = min(t["overlap"].values(), default=None)
+            worst_q = min(t["bd_quality_overlap"].values(), default=None)
+            mean = cell(t["bd_rate_mean"], worst_r, "+.1f", "%")
+            q = cell(t["bd_quality_mean"], worst_q, "+.4g")
+            lines.append(f"| {t['metric']} | {t['codec']} | {mean} | {q} | {per} |")
             for s, why in sorted(t["notes"].items()):
                 notes.append(f"- {t['metric']}, {t['codec']}, {s}: {why}")
         lines += [
             "",
             "Bjontegaard deltas with the `bjontegaard` package, PCHIP interpolation over the "
-            "overlap of the two curves (at least 3 points per curve; see docs/metrics.md).",
+            "overlap of the two curves (at least 3 points per curve; see docs/metrics.md). A mean "
+            "is given only when the value is defined for every sequence.",
         ]
+        if low:
+            lines += [
+                "",
+                f"\\* the two curves share less than {LOW_OVERLAP:.0%} of their range (quality "
+                "range for BD-rate, log-rate range for BD-quality): the value rests on a small "
+                "overlap and is unreliable.",
+            ]
         if notes:
             lines += ["", "Undefined values:", "", *notes]
         lines.append("")
@@ -827,7 +857,11 @@ def _strips(cfg: CtcConfig, out: Path, rows: list[dict[str, Any]], metrics: list
     anchor = anchor or next((c.name for c in cfg.codecs if c.kind == ANCHOR), None)
     if not gfvc_codecs or not anchor:
         return []
-    show = [m for m in _CAPTION_METRICS if m in metrics][:2]
+    show = [
+        next(m for m in group if m in metrics)
+        for group in _CAPTION_METRICS
+        if any(m in metrics for m in group)
+    ]
     match = next((m for m in _QUALITY_MATCH if m in metrics), None)
 
     def load(key: str) -> np.ndarray | None:

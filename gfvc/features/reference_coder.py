@@ -179,9 +179,7 @@ class ArithmeticEncoder(_CoderState):
         """Terminate (one '1' bit) and pad with zeros to whole bytes."""
         self.out.append(1)
         bits = self.out + [0] * (-len(self.out) % 8)
-        return bytes(
-            int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8)
-        )
+        return bytes(int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8))
 
 
 class ArithmeticDecoder(_CoderState):
@@ -214,7 +212,9 @@ class ArithmeticDecoder(_CoderState):
         self.code = ((self.code << 1) & self.mask) | self._next_bit()
 
     def _underflow(self) -> None:
-        self.code = (self.code & self.half) | ((self.code << 1) & (self.mask >> 1)) | self._next_bit()
+        self.code = (
+            (self.code & self.half) | ((self.code << 1) & (self.mask >> 1)) | self._next_bit()
+        )
 
 
 # --------------------------------------------------------------------------- frame coding

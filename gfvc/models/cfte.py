@@ -93,7 +93,11 @@ class CfteKeypointDetector(nn.Module):
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
         in_ch = self.predictor.out_filters
         for i in range(1, 5):
-            setattr(self, f"conv{i}", nn.Conv2d(in_ch if i == 1 else num_kp, num_kp, kernel_size=5, stride=2, padding=2))
+            setattr(
+                self,
+                f"conv{i}",
+                nn.Conv2d(in_ch if i == 1 else num_kp, num_kp, kernel_size=5, stride=2, padding=2),
+            )
             setattr(self, f"gdn{i}", GDN(num_kp))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,8 +119,14 @@ def _to_uint8_minmax(a: np.ndarray) -> np.ndarray:
 def farneback_sparse_motion(feat_driving: torch.Tensor, feat_source: torch.Tensor) -> torch.Tensor:
     """Pixel flow (B, h, w, 2) from the driving feature to the source feature (channel 0)."""
     flows = []
-    for fd, fs in zip(feat_driving[:, 0].detach().cpu().numpy(), feat_source[:, 0].detach().cpu().numpy(), strict=True):
-        flow = cv2.calcOpticalFlowFarneback(_to_uint8_minmax(fd), _to_uint8_minmax(fs), None, *FARNEBACK_PARAMS)
+    for fd, fs in zip(
+        feat_driving[:, 0].detach().cpu().numpy(),
+        feat_source[:, 0].detach().cpu().numpy(),
+        strict=True,
+    ):
+        flow = cv2.calcOpticalFlowFarneback(
+            _to_uint8_minmax(fd), _to_uint8_minmax(fs), None, *FARNEBACK_PARAMS
+        )
         flows.append(flow)
     return torch.from_numpy(np.stack(flows)).to(feat_driving.device, torch.float32)
 
@@ -147,10 +157,14 @@ class CfteDenseMotion(nn.Module):
         scale_factor: float = 1,
     ) -> None:
         super().__init__()
-        self.hourglass = Hourglass(block_expansion, num_kp * (num_channels + 1), num_blocks, max_features)
+        self.hourglass = Hourglass(
+            block_expansion, num_kp * (num_channels + 1), num_blocks, max_features
+        )
         self.flow = nn.Conv2d(self.hourglass.out_filters, 2, kernel_size=7, padding=3)
         self.occlusion = (
-            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
         )
         self.scale_factor = scale_factor
         if scale_factor != 1:
@@ -161,9 +175,12 @@ class CfteDenseMotion(nn.Module):
         def width(i: int) -> int:
             return min(max_features, block_expansion * 2**i)
 
-        self.motiondown_blocks = nn.ModuleList(DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks))
+        self.motiondown_blocks = nn.ModuleList(
+            DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks)
+        )
         self.motionup_blocks = nn.ModuleList(
-            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1)) for i in range(num_down_blocks)
+            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1))
+            for i in range(num_down_blocks)
         )
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
@@ -247,16 +264,22 @@ class CfteGenerator(nn.Module):
         if dense_motion_params is None:
             raise ValueError("CFTE generator needs dense_motion_params")
         self.dense_motion_network = CfteDenseMotion(
-            num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params
+            num_kp=num_kp,
+            num_channels=num_channels,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
 
         def width(i: int) -> int:
             return min(max_features, block_expansion * 2**i)
 
-        self.down_blocks = nn.ModuleList(DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks))
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks)
+        )
         self.up_blocks = nn.ModuleList(
-            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1)) for i in range(num_down_blocks)
+            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1))
+            for i in range(num_down_blocks)
         )
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
@@ -272,16 +295,22 @@ class CfteGenerator(nn.Module):
         out = self.first(source)
         for block in self.down_blocks:
             out = block(out)
-        return CfteSource(source, out, feat_source, self.dense_motion_network.encode_source(source, feat_source))
+        return CfteSource(
+            source, out, feat_source, self.dense_motion_network.encode_source(source, feat_source)
+        )
 
-    def decode(self, src: CfteSource, feat_driving: torch.Tensor, intermediates: bool = False) -> CfteOutputs:
+    def decode(
+        self, src: CfteSource, feat_driving: torch.Tensor, intermediates: bool = False
+    ) -> CfteOutputs:
         motion = self.dense_motion_network(src.motion, src.feat, feat_driving)
         deformation = motion["deformation"]
         occlusion = motion.get("occlusion_map")
         out = flow_warp(src.features, deformation, self.align_corners)
         if occlusion is not None:
             if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners)
+                occlusion = F.interpolate(
+                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
+                )
             out = out * occlusion
         out = self.bottleneck(out)
         for block in self.up_blocks:
@@ -292,11 +321,20 @@ class CfteGenerator(nn.Module):
             sparse_motion=motion["sparse_motion"],
             sparse_deformed=motion["sparse_deformed"],
             occlusion_map=motion.get("occlusion_map"),
-            deformed=flow_warp(src.image, deformation, self.align_corners) if intermediates else None,
+            deformed=flow_warp(src.image, deformation, self.align_corners)
+            if intermediates
+            else None,
         )
 
-    def forward(self, source_image: torch.Tensor, heatmap_source: torch.Tensor, heatmap_driving: torch.Tensor) -> CfteOutputs:
-        return self.decode(self.encode_source(source_image, heatmap_source), heatmap_driving, intermediates=True)
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        heatmap_source: torch.Tensor,
+        heatmap_driving: torch.Tensor,
+    ) -> CfteOutputs:
+        return self.decode(
+            self.encode_source(source_image, heatmap_source), heatmap_driving, intermediates=True
+        )
 
 
 @register_motion_model("cfte")
@@ -347,12 +385,20 @@ class CfteModel(OfficialModel[CfteSource]):
         return self.nets["generator"].encode_source(key, self.from_vector(key_feature))
 
     def synthesize_tensor(
-        self, key_frame: np.ndarray, feat_key: torch.Tensor, feat_current: torch.Tensor, intermediates: bool = False
+        self,
+        key_frame: np.ndarray,
+        feat_key: torch.Tensor,
+        feat_current: torch.Tensor,
+        intermediates: bool = False,
     ) -> CfteOutputs:
         enc = self.key_encoding(key_frame, self.to_vector(feat_key))
         with torch.inference_mode():
             return self.nets["generator"].decode(enc, feat_current, intermediates)
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
-        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature))
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
         return tensor_to_frame(out.prediction, self.options.rounding)

@@ -16,6 +16,7 @@ leaves a network random when a key does not match. Here:
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,26 +42,71 @@ StateDict = dict[str, torch.Tensor]
 MAX_REPORT_LINES = 40
 
 
+#: Globals that only rebuild plain numbers (numpy scalars such as a saved ``epoch``); a
+#: checkpoint needing nothing else is loaded with these allowed.
+_NUMPY_DATA_GLOBALS = {
+    "numpy.dtype",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+}
+
+
+def _numpy_data_globals(names: list[str]) -> list[Any] | None:
+    """Allowlist for a checkpoint whose only non-tensor globals (``names``) are numpy scalar and
+    dtype rebuild helpers; None if it needs anything else."""
+    import numpy as np
+
+    if not names or not all(
+        n in _NUMPY_DATA_GLOBALS or n.startswith("numpy.dtypes.") for n in names
+    ):
+        return None
+    out: list[Any] = [np.dtype]
+    for n in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            out.append((importlib.import_module(n).scalar, f"{n}.scalar"))
+        except ImportError:  # pragma: no cover - depends on the numpy version
+            pass
+    # dtype classes (numpy >= 1.25) are needed lazily while unpickling the scalars
+    out.extend(
+        getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", object())) if n.endswith("DType")
+    )
+    return out
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file without executing code (``weights_only=True``, on CPU)."""
+    """Read a checkpoint file without executing code (``weights_only=True``, on CPU).
+
+    Numpy scalars (e.g. an ``epoch`` saved as ``np.int64``) are allowed; anything else that
+    would need code to unpickle is refused with the list of what it would import.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read safely: it contains pickled Python objects that "
-            f"would have to run code to load ({first}). gfvc only loads weights "
-            "(torch.load(weights_only=True)). If you trust the file, re-save just the tensors, e.g. "
-            "torch.save({k: v for k, v in torch.load(p, weights_only=False).items() "
-            "if k in ('kp_detector', 'generator', 'he_estimator')}, out)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            allowed = _numpy_data_globals(names)
+            if allowed is None:
+                shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+                raise CheckpointError(
+                    f"checkpoint {path} cannot be read safely: it contains pickled Python objects "
+                    f"({shown or 'unknown'}) that would have to run code to load. gfvc only loads "
+                    "weights (torch.load(weights_only=True)). If you trust the file, re-save just the "
+                    "state dicts, e.g. torch.save({k: v for k, v in torch.load(p, weights_only=False)."
+                    "items() if k in ('kp_detector', 'generator', 'he_estimator')}, out)"
+                ) from None
+            with torch.serialization.safe_globals(allowed):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of state dicts")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of state dicts"
+        )
     return obj
 
 
@@ -69,7 +115,9 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> 
     return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def extract_modules(ckpt: Mapping[str, Any], names: Sequence[str], source: str = "checkpoint") -> dict[str, StateDict]:
+def extract_modules(
+    ckpt: Mapping[str, Any], names: Sequence[str], source: str = "checkpoint"
+) -> dict[str, StateDict]:
     """Pick the per-module state dicts ``names`` out of an official checkpoint dict."""
     root: Mapping[str, Any] = ckpt
     if not any(n in ckpt for n in names) and isinstance(ckpt.get("state_dict"), Mapping):
@@ -118,7 +166,9 @@ def load_module_strict(
                 continue
             lines.append(f"missing    {name}.{key} {_shape(tensor)}")
         elif tuple(state[key].shape) != tuple(tensor.shape) and not (resizable and resizable(key)):
-            lines.append(f"mis-shaped {name}.{key}: checkpoint {_shape(state[key])}, model {_shape(tensor)}")
+            lines.append(
+                f"mis-shaped {name}.{key}: checkpoint {_shape(state[key])}, model {_shape(tensor)}"
+            )
     for key, tensor in state.items():
         if key not in expected:
             lines.append(f"unexpected {name}.{key} {_shape(tensor)}")

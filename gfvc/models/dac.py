@@ -28,7 +28,15 @@ from torch import nn
 
 from gfvc.models.base import FeatureField
 from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoints_to_gaussian, warp
-from gfvc.models.layers import AntiAliasInterpolation2d, ConvOutput, DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d
+from gfvc.models.layers import (
+    AntiAliasInterpolation2d,
+    ConvOutput,
+    DownBlock2d,
+    Hourglass,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+)
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
@@ -72,7 +80,9 @@ class DacKeypointDetector(nn.Module):
         **_: Any,
     ) -> None:
         super().__init__()
-        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features, up_mode=UP_MODE)
+        self.predictor = Hourglass(
+            block_expansion, num_channels, num_blocks, max_features, up_mode=UP_MODE
+        )
         self.kp = ConvOutput(self.predictor.out_filters, num_kp, kernel_size=7, padding=3)
         self.temperature = temperature
         self.scale_factor = scale_factor
@@ -107,11 +117,17 @@ class DacDenseMotion(nn.Module):
     ) -> None:
         super().__init__()
         self.hourglass = Hourglass(
-            block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features, up_mode=UP_MODE
+            block_expansion,
+            (num_kp + 1) * (num_channels + 1),
+            num_blocks,
+            max_features,
+            up_mode=UP_MODE,
         )
         self.mask = ConvOutput(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.occlusion = (
-            ConvOutput(self.hourglass.out_filters, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+            ConvOutput(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
         )
         self.num_kp = num_kp
         self.scale_factor = scale_factor
@@ -123,24 +139,44 @@ class DacDenseMotion(nn.Module):
     def downscale(self, image: torch.Tensor) -> torch.Tensor:
         return self.down(image) if self.scale_factor != 1 else image
 
-    def forward(self, small_reference: torch.Tensor, kp_target: torch.Tensor, kp_reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, small_reference: torch.Tensor, kp_target: torch.Tensor, kp_reference: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """``small_reference``: the downscaled reference frame; keypoints (B, K, 2)."""
         b, c, h, w = small_reference.shape
         k1 = self.num_kp + 1
         g_t = keypoints_to_gaussian(kp_target, (h, w), self.kp_variance)
         g_r = keypoints_to_gaussian(kp_reference, (h, w), self.kp_variance)
         heat = torch.cat([small_reference.new_zeros(b, 1, h, w), g_t - g_r], dim=1).unsqueeze(2)
-        identity = coordinate_grid((h, w), kp_reference.dtype, kp_reference.device).view(1, 1, h, w, 2)
-        to_ref = identity - kp_target.view(b, self.num_kp, 1, 1, 2) + kp_reference.view(b, self.num_kp, 1, 1, 2)
+        identity = coordinate_grid((h, w), kp_reference.dtype, kp_reference.device).view(
+            1, 1, h, w, 2
+        )
+        to_ref = (
+            identity
+            - kp_target.view(b, self.num_kp, 1, 1, 2)
+            + kp_reference.view(b, self.num_kp, 1, 1, 2)
+        )
         motions = torch.cat([identity.expand(b, 1, h, w, 2), to_ref], dim=1)
         repeated = small_reference.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
         deformed = F.grid_sample(
-            repeated, motions.reshape(b * k1, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
+            repeated,
+            motions.reshape(b * k1, h, w, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=self.align_corners,
         ).view(b, k1, c, h, w)
         prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, h, w))
         mask = F.softmax(self.mask(prediction), dim=1)
-        deformation = (motions.permute(0, 1, 4, 2, 3) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 1)
-        out = {"heatmap": heat, "sparse_motion": motions, "sparse_deformed": deformed, "mask": mask, "deformation": deformation}
+        deformation = (
+            (motions.permute(0, 1, 4, 2, 3) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 1)
+        )
+        out = {
+            "heatmap": heat,
+            "sparse_motion": motions,
+            "sparse_deformed": deformed,
+            "mask": mask,
+            "deformation": deformation,
+        }
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction))
         return out
@@ -188,11 +224,17 @@ class DacGenerator(nn.Module):
         if dense_motion_params is None:
             raise ValueError("DAC generator needs dense_motion_params")
         self.dense_motion_network = DacDenseMotion(
-            num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params
+            num_kp=num_kp,
+            num_channels=num_channels,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(self._w(block_expansion, max_features, i), self._w(block_expansion, max_features, i + 1))
+            DownBlock2d(
+                self._w(block_expansion, max_features, i),
+                self._w(block_expansion, max_features, i + 1),
+            )
             for i in range(num_down_blocks)
         )
         self.up_blocks = nn.ModuleList(
@@ -205,8 +247,12 @@ class DacGenerator(nn.Module):
         )
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", ResBlock2d(self._w(block_expansion, max_features, num_down_blocks)))
-        self.final = ConvOutput(block_expansion, num_channels, kernel_size=7, padding=3, activation="sigmoid")
+            self.bottleneck.add_module(
+                f"r{i}", ResBlock2d(self._w(block_expansion, max_features, num_down_blocks))
+            )
+        self.final = ConvOutput(
+            block_expansion, num_channels, kernel_size=7, padding=3, activation="sigmoid"
+        )
         self.align_corners = True
 
     @staticmethod
@@ -226,14 +272,18 @@ class DacGenerator(nn.Module):
             out = block(out)
         return DacSource(reference, self.dense_motion_network.downscale(reference), out)
 
-    def deform(self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def deform(
+        self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Warped, occluded reference features and the motion dict."""
         motion = self.dense_motion_network(src.small, kp_target, kp_reference)
         out = warp(src.features, motion["deformation"], self.align_corners)
         occlusion = motion.get("occlusion_map")
         if occlusion is not None:
             if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners)
+                occlusion = F.interpolate(
+                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
+                )
             out = out * occlusion
         return out, motion
 
@@ -243,14 +293,22 @@ class DacGenerator(nn.Module):
             out = block(out)
         return self.final(out)
 
-    def animate_encoded(self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor) -> DacOutputs:
+    def animate_encoded(
+        self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor
+    ) -> DacOutputs:
         feats, motion = self.deform(src, kp_reference, kp_target)
         return DacOutputs(self.render(feats), motion, feats)
 
-    def animate(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor) -> torch.Tensor:
-        return self.animate_encoded(self.encode_reference(reference), kp_reference, kp_target).prediction
+    def animate(
+        self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor
+    ) -> torch.Tensor:
+        return self.animate_encoded(
+            self.encode_reference(reference), kp_reference, kp_target
+        ).prediction
 
-    def forward(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor
+    ) -> torch.Tensor:
         return self.animate(reference, kp_reference, kp_target)
 
 
@@ -312,13 +370,19 @@ class DacModel(KeypointModelMixin, OfficialModel[DacKey]):
     def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> DacKey:
         return DacKey(self.nets["generator"].encode_reference(key))
 
-    def synthesize_tensor(self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor) -> DacOutputs:
+    def synthesize_tensor(
+        self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor
+    ) -> DacOutputs:
         enc = self.key_encoding(key_frame)
         with torch.inference_mode():
             return self.nets["generator"].animate_encoded(enc.source, kp_key, kp_current)
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
-        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature))
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
         return tensor_to_frame(out.prediction, self.options.rounding)
 
 
@@ -328,7 +392,9 @@ def prediction_psnr(target: torch.Tensor, prediction: torch.Tensor) -> float:
     return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
-def adaptive_refresh_decisions(psnr: Sequence[float], threshold: float) -> tuple[list[float], list[bool]]:
+def adaptive_refresh_decisions(
+    psnr: Sequence[float], threshold: float
+) -> tuple[list[float], list[bool]]:
     """DAC's adaptive key-frame refresh rule, for the PSNRs of inter frames 1..T-1.
 
     The running mean is over *all* inter frames so far (never reset, refreshed frames

@@ -31,7 +31,14 @@ from torch import nn
 
 from gfvc.models.base import FeatureField
 from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoints_to_gaussian, warp
-from gfvc.models.layers import AntiAliasInterpolation2d, DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d
+from gfvc.models.layers import (
+    AntiAliasInterpolation2d,
+    DownBlock2d,
+    Hourglass,
+    ResBlock2d,
+    SameBlock2d,
+    UpBlock2d,
+)
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
@@ -87,7 +94,9 @@ class FommKeypointDetector(nn.Module):
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=7, padding=pad)
         self.num_jacobian_maps = (1 if single_jacobian_map else num_kp) if estimate_jacobian else 0
         if estimate_jacobian:
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=7, padding=pad)
+            self.jacobian = nn.Conv2d(
+                self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=7, padding=pad
+            )
         self.temperature = temperature
         self.scale_factor = scale_factor
         if scale_factor != 1:
@@ -123,10 +132,14 @@ class FommDenseMotion(nn.Module):
         kp_variance: float = KP_VARIANCE,
     ) -> None:
         super().__init__()
-        self.hourglass = Hourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features)
+        self.hourglass = Hourglass(
+            block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features
+        )
         self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.occlusion = (
-            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
         )
         self.num_kp = num_kp
         self.scale_factor = scale_factor
@@ -139,11 +152,15 @@ class FommDenseMotion(nn.Module):
     def downscale(self, source: torch.Tensor) -> torch.Tensor:
         return self.down(source) if self.scale_factor != 1 else source
 
-    def sparse_motions(self, shape: tuple[int, int], kp_driving: Keypoints2d, kp_source: Keypoints2d) -> torch.Tensor:
+    def sparse_motions(
+        self, shape: tuple[int, int], kp_driving: Keypoints2d, kp_source: Keypoints2d
+    ) -> torch.Tensor:
         """(B, K+1, h, w, 2): identity, then per keypoint ``kp_s + J_s J_d^-1 (z - kp_d)``."""
         b, k = kp_driving.value.shape[:2]
         h, w = shape
-        identity = coordinate_grid((h, w), kp_source.value.dtype, kp_source.value.device).view(1, 1, h, w, 2)
+        identity = coordinate_grid((h, w), kp_source.value.dtype, kp_source.value.device).view(
+            1, 1, h, w, 2
+        )
         grid = identity - kp_driving.value.view(b, k, 1, 1, 2)
         if not self.legacy and kp_driving.jacobian is not None and kp_source.jacobian is not None:
             jac = torch.matmul(kp_source.jacobian, torch.inverse(kp_driving.jacobian))
@@ -167,11 +184,17 @@ class FommDenseMotion(nn.Module):
         motions = self.sparse_motions((h, w), kp_driving, kp_source)
         repeated = small_source.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
         deformed = F.grid_sample(
-            repeated, motions.view(b * k1, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
+            repeated,
+            motions.view(b * k1, h, w, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=self.align_corners,
         ).view(b, k1, c, h, w)
         prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, h, w))
         mask = F.softmax(self.mask(prediction), dim=1)
-        deformation = (motions.permute(0, 1, 4, 2, 3) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 1)
+        deformation = (
+            (motions.permute(0, 1, 4, 2, 3) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 1)
+        )
         out = {"sparse_deformed": deformed, "mask": mask, "deformation": deformation}
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction))
@@ -224,11 +247,17 @@ class FommGenerator(nn.Module):
         if dense_motion_params is None:
             raise ValueError("FOMM generator needs dense_motion_params")
         self.dense_motion_network = FommDenseMotion(
-            num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params
+            num_kp=num_kp,
+            num_channels=num_channels,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(min(max_features, block_expansion * 2**i), min(max_features, block_expansion * 2 ** (i + 1)))
+            DownBlock2d(
+                min(max_features, block_expansion * 2**i),
+                min(max_features, block_expansion * 2 ** (i + 1)),
+            )
             for i in range(num_down_blocks)
         )
         self.up_blocks = nn.ModuleList(
@@ -256,7 +285,11 @@ class FommGenerator(nn.Module):
         return FommSource(source, self.dense_motion_network.downscale(source), out)
 
     def decode(
-        self, src: FommSource, kp_driving: Keypoints2d, kp_source: Keypoints2d, intermediates: bool = False
+        self,
+        src: FommSource,
+        kp_driving: Keypoints2d,
+        kp_source: Keypoints2d,
+        intermediates: bool = False,
     ) -> FommOutputs:
         motion = self.dense_motion_network(src.small, kp_driving, kp_source)
         deformation = motion["deformation"]
@@ -264,7 +297,9 @@ class FommGenerator(nn.Module):
         out = warp(src.features, deformation, self.align_corners)
         if occlusion is not None:
             if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners)
+                occlusion = F.interpolate(
+                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
+                )
             out = out * occlusion
         out = self.bottleneck(out)
         for block in self.up_blocks:
@@ -279,8 +314,12 @@ class FommGenerator(nn.Module):
             deformed=warp(src.image, deformation, self.align_corners) if intermediates else None,
         )
 
-    def forward(self, source_image: torch.Tensor, kp_driving: Keypoints2d, kp_source: Keypoints2d) -> FommOutputs:
-        return self.decode(self.encode_source(source_image), kp_driving, kp_source, intermediates=True)
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: Keypoints2d, kp_source: Keypoints2d
+    ) -> FommOutputs:
+        return self.decode(
+            self.encode_source(source_image), kp_driving, kp_source, intermediates=True
+        )
 
 
 @dataclass
@@ -327,10 +366,14 @@ class FommModel(OfficialModel[FommKey]):
 
     def from_vector(self, vec: np.ndarray) -> Keypoints2d:
         f = self.split_vector(np.asarray(vec, dtype=np.float64))
-        value = torch.as_tensor(f["keypoints"], dtype=torch.float32, device=self.device).unsqueeze(0)
+        value = torch.as_tensor(f["keypoints"], dtype=torch.float32, device=self.device).unsqueeze(
+            0
+        )
         jac = None
         if self.has_jacobian:
-            jac = torch.as_tensor(f["jacobians"], dtype=torch.float32, device=self.device).unsqueeze(0)
+            jac = torch.as_tensor(
+                f["jacobians"], dtype=torch.float32, device=self.device
+            ).unsqueeze(0)
         return Keypoints2d(value, jac)
 
     # ------------------------------------------------------------------ coding
@@ -348,14 +391,24 @@ class FommModel(OfficialModel[FommKey]):
         return FommKey(self.nets["generator"].encode_source(key))
 
     def synthesize_tensor(
-        self, key_frame: np.ndarray, kp_key: Keypoints2d, kp_current: Keypoints2d, intermediates: bool = False
+        self,
+        key_frame: np.ndarray,
+        kp_key: Keypoints2d,
+        kp_current: Keypoints2d,
+        intermediates: bool = False,
     ) -> FommOutputs:
         """Raw generator outputs; ``kp_current`` drives, the key frame is the source."""
         enc = self.key_encoding(key_frame)
-        driving, source = (kp_key, kp_current) if self.options.swap_keypoints else (kp_current, kp_key)
+        driving, source = (
+            (kp_key, kp_current) if self.options.swap_keypoints else (kp_current, kp_key)
+        )
         with torch.inference_mode():
             return self.nets["generator"].decode(enc.source, driving, source, intermediates)
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
-        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature))
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
         return tensor_to_frame(out.prediction, self.options.rounding)

@@ -78,7 +78,13 @@ class KeypointHourglass(nn.Module):
     depth ``reshape_depth``, then 3-D decoder (no skips). Output: (B, block_expansion, D, H, W)."""
 
     def __init__(
-        self, block_expansion: int, in_features: int, reshape_features: int, reshape_depth: int, num_blocks: int, max_features: int
+        self,
+        block_expansion: int,
+        in_features: int,
+        reshape_features: int,
+        reshape_depth: int,
+        num_blocks: int,
+        max_features: int,
     ) -> None:
         super().__init__()
 
@@ -87,11 +93,15 @@ class KeypointHourglass(nn.Module):
 
         self.down_blocks = nn.Sequential()
         for i in range(num_blocks):
-            self.down_blocks.add_module(f"down{i}", DownBlock2d(in_features if i == 0 else width(i), width(i + 1)))
+            self.down_blocks.add_module(
+                f"down{i}", DownBlock2d(in_features if i == 0 else width(i), width(i + 1))
+            )
         self.conv = nn.Conv2d(width(num_blocks), reshape_features, kernel_size=1)
         self.up_blocks = nn.Sequential()
         for i in range(num_blocks):
-            self.up_blocks.add_module(f"up{i}", UpBlock3d(width(num_blocks - i), width(num_blocks - i - 1)))
+            self.up_blocks.add_module(
+                f"up{i}", UpBlock3d(width(num_blocks - i), width(num_blocks - i - 1))
+            )
         self.reshape_depth = reshape_depth
         self.out_filters = width(0)
 
@@ -121,7 +131,9 @@ class Fv2vKeypointDetector(nn.Module):
     ) -> None:
         super().__init__()
         if estimate_jacobian:
-            raise ValueError("FV2V with estimate_jacobian (vox-256.yaml) is not supported; use FV2V-256.yaml")
+            raise ValueError(
+                "FV2V with estimate_jacobian (vox-256.yaml) is not supported; use FV2V-256.yaml"
+            )
         self.predictor = KeypointHourglass(
             block_expansion, image_channel, reshape_channel, reshape_depth, num_blocks, max_features
         )
@@ -182,7 +194,16 @@ class HeadPose:
 class HeadPoseEstimator(nn.Module):
     """ResNet-50-like head pose / expression regressor (internal widths fixed at 256..2048)."""
 
-    def __init__(self, block_expansion: int, feature_channel: int, num_kp: int, image_channel: int, max_features: int, num_bins: int = 66, **_: Any) -> None:
+    def __init__(
+        self,
+        block_expansion: int,
+        feature_channel: int,
+        num_kp: int,
+        image_channel: int,
+        max_features: int,
+        num_bins: int = 66,
+        **_: Any,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(image_channel, block_expansion, kernel_size=7, padding=3, stride=2)
         self.norm1 = nn.BatchNorm2d(block_expansion, affine=True)
@@ -228,7 +249,11 @@ class HeadPoseEstimator(nn.Module):
         out = F.adaptive_avg_pool2d(out, 1).view(out.shape[0], -1)
         # The reference names are crossed (yaw from fc_roll, roll from fc_yaw); kept as trained.
         return HeadPose(
-            yaw=self.fc_roll(out), pitch=self.fc_pitch(out), roll=self.fc_yaw(out), t=self.fc_t(out), exp=self.fc_exp(out)
+            yaw=self.fc_roll(out),
+            pitch=self.fc_pitch(out),
+            roll=self.fc_yaw(out),
+            t=self.fc_t(out),
+            exp=self.fc_exp(out),
         )
 
 
@@ -238,17 +263,30 @@ def headpose_to_degrees(logits: torch.Tensor) -> torch.Tensor:
     return torch.sum(F.softmax(logits, dim=1) * idx, dim=1) * 3 - 99
 
 
-def rotation_matrix(x_deg: torch.Tensor, y_deg: torch.Tensor, z_deg: torch.Tensor, pi: float = 3.14) -> torch.Tensor:
+def rotation_matrix(
+    x_deg: torch.Tensor, y_deg: torch.Tensor, z_deg: torch.Tensor, pi: float = 3.14
+) -> torch.Tensor:
     """R = R_x @ R_y @ R_z from angles in degrees about the x, y, z axes: (B,) x3 -> (B, 3, 3)."""
     ax, ay, az = (a.unsqueeze(1) / 180 * pi for a in (x_deg, y_deg, z_deg))
     one, zero = torch.ones_like(ax), torch.zeros_like(ax)
-    r_x = torch.cat([one, zero, zero, zero, torch.cos(ax), -torch.sin(ax), zero, torch.sin(ax), torch.cos(ax)], dim=1).view(-1, 3, 3)
-    r_y = torch.cat([torch.cos(ay), zero, torch.sin(ay), zero, one, zero, -torch.sin(ay), zero, torch.cos(ay)], dim=1).view(-1, 3, 3)
-    r_z = torch.cat([torch.cos(az), -torch.sin(az), zero, torch.sin(az), torch.cos(az), zero, zero, zero, one], dim=1).view(-1, 3, 3)
+    r_x = torch.cat(
+        [one, zero, zero, zero, torch.cos(ax), -torch.sin(ax), zero, torch.sin(ax), torch.cos(ax)],
+        dim=1,
+    ).view(-1, 3, 3)
+    r_y = torch.cat(
+        [torch.cos(ay), zero, torch.sin(ay), zero, one, zero, -torch.sin(ay), zero, torch.cos(ay)],
+        dim=1,
+    ).view(-1, 3, 3)
+    r_z = torch.cat(
+        [torch.cos(az), -torch.sin(az), zero, torch.sin(az), torch.cos(az), zero, zero, zero, one],
+        dim=1,
+    ).view(-1, 3, 3)
     return torch.einsum("bij,bjk,bkm->bim", r_x, r_y, r_z)
 
 
-def transform_keypoints(kp_canonical: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
+def transform_keypoints(
+    kp_canonical: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, exp: torch.Tensor
+) -> torch.Tensor:
     """``R kp + t + exp``: (B,K,3), (B,3,3), (B,3), (B,3K) -> (B,K,3)."""
     rotated = torch.einsum("bmp,bkp->bkm", rot, kp_canonical)
     return rotated + t.unsqueeze(1) + exp.view(exp.shape[0], -1, 3)
@@ -272,13 +310,20 @@ class Fv2vDenseMotion(nn.Module):
     ) -> None:
         super().__init__()
         self.hourglass = Hourglass(
-            block_expansion, (num_kp + 1) * (compress + 1), num_blocks, max_features, dims=3, final_conv=True
+            block_expansion,
+            (num_kp + 1) * (compress + 1),
+            num_blocks,
+            max_features,
+            dims=3,
+            final_conv=True,
         )
         self.mask = nn.Conv3d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress, affine=True)
         self.occlusion = (
-            nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3) if estimate_occlusion_map else None
+            nn.Conv2d(self.hourglass.out_filters * reshape_depth, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
         )
         self.num_kp = num_kp
         self.kp_variance = kp_variance
@@ -288,24 +333,44 @@ class Fv2vDenseMotion(nn.Module):
     def compress_feature(self, feature: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.compress(feature)))
 
-    def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """``feature``: the *compressed* key feature volume (see :meth:`compress_feature`)."""
         b, c, d, h, w = feature.shape
         k1 = self.num_kp + 1
-        identity = coordinate_grid((d, h, w), kp_source.dtype, kp_source.device).view(1, 1, d, h, w, 3)
-        to_source = identity - kp_driving.view(b, self.num_kp, 1, 1, 1, 3) + kp_source.view(b, self.num_kp, 1, 1, 1, 3)
+        identity = coordinate_grid((d, h, w), kp_source.dtype, kp_source.device).view(
+            1, 1, d, h, w, 3
+        )
+        to_source = (
+            identity
+            - kp_driving.view(b, self.num_kp, 1, 1, 1, 3)
+            + kp_source.view(b, self.num_kp, 1, 1, 1, 3)
+        )
         motions = torch.cat([identity.expand(b, 1, d, h, w, 3), to_source], dim=1)
         repeated = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
         deformed = F.grid_sample(
-            repeated, motions.reshape(b * k1, d, h, w, 3), mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
+            repeated,
+            motions.reshape(b * k1, d, h, w, 3),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=self.align_corners,
         ).view(b, k1, c, d, h, w)
         g_d = keypoints_to_gaussian(kp_driving, (d, h, w), self.kp_variance)
         g_s = keypoints_to_gaussian(kp_source, (d, h, w), self.kp_variance)
         heat = torch.cat([feature.new_zeros(b, 1, d, h, w), g_d - g_s], dim=1).unsqueeze(2)
         prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w))
         mask = F.softmax(self.mask(prediction), dim=1)
-        blend = torch.where(mask < self.mask_floor, torch.zeros_like(mask), mask) if self.mask_floor > 0 else mask
-        deformation = (motions.permute(0, 1, 5, 2, 3, 4) * blend.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 4, 1)
+        blend = (
+            torch.where(mask < self.mask_floor, torch.zeros_like(mask), mask)
+            if self.mask_floor > 0
+            else mask
+        )
+        deformation = (
+            (motions.permute(0, 1, 5, 2, 3, 4) * blend.unsqueeze(2))
+            .sum(dim=1)
+            .permute(0, 2, 3, 4, 1)
+        )
         out = {"mask": mask, "deformation": deformation}
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
@@ -354,16 +419,24 @@ class Fv2vGenerator(nn.Module):
         if dense_motion_params is None:
             raise ValueError("FV2V generator needs dense_motion_params")
         self.dense_motion_network = Fv2vDenseMotion(
-            num_kp=num_kp, feature_channel=feature_channel, estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params
+            num_kp=num_kp,
+            feature_channel=feature_channel,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
         )
         self.first = SameBlock2d(image_channel, block_expansion, kernel_size=7, padding=3)
         downs = []
         for i in range(num_down_blocks):
             downs.append(
-                DownBlock2d(min(max_features, block_expansion * 2**i), min(max_features, block_expansion * 2 ** (i + 1)))
+                DownBlock2d(
+                    min(max_features, block_expansion * 2**i),
+                    min(max_features, block_expansion * 2 ** (i + 1)),
+                )
             )
         self.down_blocks = nn.ModuleList(downs)
-        self.second = nn.Conv2d(min(max_features, block_expansion * 2**num_down_blocks), max_features, kernel_size=1)
+        self.second = nn.Conv2d(
+            min(max_features, block_expansion * 2**num_down_blocks), max_features, kernel_size=1
+        )
         self.reshape_channel = reshape_channel
         self.reshape_depth = reshape_depth
         self.resblocks_3d = nn.Sequential()
@@ -398,7 +471,9 @@ class Fv2vGenerator(nn.Module):
         feature_3d = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
         return Fv2vSource(feature_3d, self.dense_motion_network.compress_feature(feature_3d))
 
-    def decode(self, src: Fv2vSource, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> Fv2vOutputs:
+    def decode(
+        self, src: Fv2vSource, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> Fv2vOutputs:
         motion = self.dense_motion_network(src.compressed, kp_driving, kp_source)
         out = warp(src.feature_3d, motion["deformation"], self.align_corners)
         b, c, d, h, w = out.shape
@@ -406,7 +481,9 @@ class Fv2vGenerator(nn.Module):
         occlusion = motion.get("occlusion_map")
         if occlusion is not None:
             if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners)
+                occlusion = F.interpolate(
+                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
+                )
             out = out * occlusion
         out = self.resblocks_2d(out)
         for block in self.up_blocks:
@@ -418,7 +495,9 @@ class Fv2vGenerator(nn.Module):
             occlusion_map=motion.get("occlusion_map"),
         )
 
-    def forward(self, source_image: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> Fv2vOutputs:
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> Fv2vOutputs:
         return self.decode(self.encode_source(source_image), kp_driving, kp_source)
 
 
@@ -488,7 +567,11 @@ class Fv2vModel(OfficialModel[Fv2vKey]):
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(a, dtype=torch.float32, device=self.device)
 
-        return Fv2vPose(t(f["rotation"]).view(1, 3, 3), t(f["translation"]).view(1, 3), t(f["expression"]).view(1, -1))
+        return Fv2vPose(
+            t(f["rotation"]).view(1, 3, 3),
+            t(f["translation"]).view(1, 3),
+            t(f["expression"]).view(1, -1),
+        )
 
     # ------------------------------------------------------------------ coding
     def analyse_tensor(self, x: torch.Tensor) -> tuple[HeadPose, Fv2vPose]:
@@ -516,8 +599,12 @@ class Fv2vModel(OfficialModel[Fv2vKey]):
     def synthesize_tensor(self, key_frame: np.ndarray, pose: Fv2vPose) -> Fv2vOutputs:
         key = self.key_encoding(key_frame)
         with torch.inference_mode():
-            return self.nets["generator"].decode(key.source, self.driving_keypoints(key, pose), key.kp_source)
+            return self.nets["generator"].decode(
+                key.source, self.driving_keypoints(key, pose), key.kp_source
+            )
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
         out = self.synthesize_tensor(key_frame, self.from_vector(feature))
         return tensor_to_frame(out.prediction, self.options.rounding)

@@ -26,15 +26,15 @@ __all__ = [
 
 
 def coordinate_grid(
-    spatial_size: tuple[int, ...], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    spatial_size: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Grid of normalised coordinates, shape (*spatial_size, len(spatial_size)).
 
     ``spatial_size`` is (h, w) or (d, h, w); the last axis holds (x, y) or (x, y, z).
     """
-    axes = [
-        2 * (torch.arange(n, dtype=dtype, device=device) / (n - 1)) - 1 for n in spatial_size
-    ]
+    axes = [2 * (torch.arange(n, dtype=dtype, device=device) / (n - 1)) - 1 for n in spatial_size]
     mesh = torch.meshgrid(*axes, indexing="ij")  # one tensor per spatial axis, slowest first
     return torch.stack(tuple(reversed(mesh)), dim=-1)
 
@@ -86,7 +86,9 @@ def warp(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool) -> t
     generators do), then ``grid_sample`` (bilinear, zero padding) is applied.
     """
     deformation = resize_deformation(deformation, tuple(inp.shape[2:]), align_corners)
-    return F.grid_sample(inp, deformation, mode="bilinear", padding_mode="zeros", align_corners=align_corners)
+    return F.grid_sample(
+        inp, deformation, mode="bilinear", padding_mode="zeros", align_corners=align_corners
+    )
 
 
 def flow_warp(inp: torch.Tensor, flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
@@ -100,4 +102,6 @@ def flow_warp(inp: torch.Tensor, flow: torch.Tensor, align_corners: bool) -> tor
     flow = resize_deformation(flow, (h, w), align_corners)
     scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], dtype=flow.dtype, device=flow.device)
     grid = coordinate_grid((h, w), flow.dtype, flow.device).unsqueeze(0) + flow * scale
-    return F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=align_corners)
+    return F.grid_sample(
+        inp, grid, mode="bilinear", padding_mode="zeros", align_corners=align_corners
+    )

@@ -61,10 +61,15 @@ class HdacGenerator(DacGenerator):
         width = self._w(block_expansion, max_features, num_down_blocks)
         self.base = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.base_down_blocks = nn.ModuleList(
-            DownBlock2d(self._w(block_expansion, max_features, i), self._w(block_expansion, max_features, i + 1))
+            DownBlock2d(
+                self._w(block_expansion, max_features, i),
+                self._w(block_expansion, max_features, i + 1),
+            )
             for i in range(num_down_blocks)
         )
-        self.main_bottleneck = nn.Sequential(*(ResBlock2d(2 * width) for _ in range(num_bottleneck_blocks)))
+        self.main_bottleneck = nn.Sequential(
+            *(ResBlock2d(2 * width) for _ in range(num_bottleneck_blocks))
+        )
         self.bt_output_layer = SameBlock2d(2 * width, width, kernel_size=3, padding=1)
         self.up_blocks = up_blocks
         self.final = final
@@ -81,15 +86,35 @@ class HdacGenerator(DacGenerator):
             out = block(out)
         return self.final(out)
 
-    def predict_encoded(self, src: Any, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> HdacOutputs:
+    def predict_encoded(
+        self,
+        src: Any,
+        kp_reference: torch.Tensor,
+        kp_target: torch.Tensor,
+        base_layer: torch.Tensor,
+    ) -> HdacOutputs:
         feats, motion = self.deform(src, kp_reference, kp_target)
         bt_input = torch.cat([feats, self.encode_base(base_layer)], dim=1)
         return HdacOutputs(self.render(bt_input), motion, bt_input)
 
-    def predict(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> torch.Tensor:
-        return self.predict_encoded(self.encode_reference(reference), kp_reference, kp_target, base_layer).prediction
+    def predict(
+        self,
+        reference: torch.Tensor,
+        kp_reference: torch.Tensor,
+        kp_target: torch.Tensor,
+        base_layer: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.predict_encoded(
+            self.encode_reference(reference), kp_reference, kp_target, base_layer
+        ).prediction
 
-    def forward(self, reference: torch.Tensor, kp_reference: torch.Tensor, kp_target: torch.Tensor, base_layer: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        self,
+        reference: torch.Tensor,
+        kp_reference: torch.Tensor,
+        kp_target: torch.Tensor,
+        base_layer: torch.Tensor,
+    ) -> torch.Tensor:  # type: ignore[override]
         return self.predict(reference, kp_reference, kp_target, base_layer)
 
 
@@ -134,14 +159,26 @@ class HdacModel(KeypointModelMixin, OfficialModel[Any]):
     def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> Any:
         return self.nets["generator"].encode_reference(key)
 
-    def synthesize_tensor(self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor, base_layer: np.ndarray) -> HdacOutputs:
+    def synthesize_tensor(
+        self,
+        key_frame: np.ndarray,
+        kp_key: torch.Tensor,
+        kp_current: torch.Tensor,
+        base_layer: np.ndarray,
+    ) -> HdacOutputs:
         src = self.key_encoding(key_frame)
         base = self.frame_tensor(base_layer, "contiguous")
         with torch.inference_mode():
             return self.nets["generator"].predict_encoded(src, kp_key, kp_current, base)
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
         if self._base_layer is None:
-            raise InputError("HDAC needs the frame's base-layer picture: call set_base_layer(frame) before synthesize")
-        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature), self._base_layer)
+            raise InputError(
+                "HDAC needs the frame's base-layer picture: call set_base_layer(frame) before synthesize"
+            )
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature), self._base_layer
+        )
         return tensor_to_frame(out.prediction, self.options.rounding)

@@ -68,14 +68,18 @@ class AntiAliasInterpolation2d(nn.Module):
         out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         out = F.conv2d(out, weight=self.weight, groups=self.groups)
         if self.resample == "bilinear":
-            return F.interpolate(out, scale_factor=(self.scale, self.scale), mode="bilinear", align_corners=True)
+            return F.interpolate(
+                out, scale_factor=(self.scale, self.scale), mode="bilinear", align_corners=True
+            )
         return out[:, :, :: self.step, :: self.step]
 
 
 class DownBlock2d(nn.Module):
     """conv -> BN -> ReLU -> 2x2 average pooling (halves H and W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
@@ -110,7 +114,9 @@ class UpBlock2d(nn.Module):
         if self.mode == "nearest":  # nearest has no align_corners in torch
             out = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:
-            out = F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=self.align_corners)
+            out = F.interpolate(
+                x, scale_factor=2.0, mode=self.mode, align_corners=self.align_corners
+            )
         return F.relu(self.norm(self.conv(out)))
 
 
@@ -118,7 +124,12 @@ class SameBlock2d(nn.Module):
     """conv -> BN -> ReLU (or LeakyReLU 0.01) at unchanged resolution."""
 
     def __init__(
-        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, lrelu: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        lrelu: bool = False,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
@@ -149,7 +160,9 @@ class ResBlock2d(nn.Module):
 class DownBlock3d(nn.Module):
     """3-D conv -> BN -> ReLU -> (1, 2, 2) average pooling (depth kept)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm3d(out_features, affine=True)
@@ -165,14 +178,18 @@ class UpBlock3d(nn.Module):
     established against the golden data (nearest is off by ~5e-5 on the keypoints).
     """
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm3d(out_features, affine=True)
         self.align_corners = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=self.align_corners)
+        out = F.interpolate(
+            x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=self.align_corners
+        )
         return F.relu(self.norm(self.conv(out)))
 
 
@@ -200,12 +217,20 @@ class HourglassEncoder(nn.Module):
     """U-Net encoder: ``num_blocks`` down blocks; returns every intermediate map (input first)."""
 
     def __init__(
-        self, block_expansion: int, in_features: int, num_blocks: int, max_features: int, dims: int = 2
+        self,
+        block_expansion: int,
+        in_features: int,
+        num_blocks: int,
+        max_features: int,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         block = DownBlock2d if dims == 2 else DownBlock3d
         self.down_blocks = nn.ModuleList(
-            block(in_features if i == 0 else _width(block_expansion, max_features, i), _width(block_expansion, max_features, i + 1))
+            block(
+                in_features if i == 0 else _width(block_expansion, max_features, i),
+                _width(block_expansion, max_features, i + 1),
+            )
             for i in range(num_blocks)
         )
 
@@ -236,7 +261,10 @@ class HourglassDecoder(nn.Module):
         ups: list[nn.Module] = []
         for i in reversed(range(num_blocks)):
             mult = 1 if i == num_blocks - 1 else 2
-            cin, cout = mult * _width(block_expansion, max_features, i + 1), _width(block_expansion, max_features, i)
+            cin, cout = (
+                mult * _width(block_expansion, max_features, i + 1),
+                _width(block_expansion, max_features, i),
+            )
             ups.append(UpBlock2d(cin, cout, mode=up_mode) if dims == 2 else UpBlock3d(cin, cout))
         self.up_blocks = nn.ModuleList(ups)
         self.out_filters = block_expansion + in_features
@@ -271,8 +299,12 @@ class Hourglass(nn.Module):
         up_mode: str = "nearest",
     ) -> None:
         super().__init__()
-        self.encoder = HourglassEncoder(block_expansion, in_features, num_blocks, max_features, dims)
-        self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, dims, final_conv, up_mode)
+        self.encoder = HourglassEncoder(
+            block_expansion, in_features, num_blocks, max_features, dims
+        )
+        self.decoder = HourglassDecoder(
+            block_expansion, in_features, num_blocks, max_features, dims, final_conv, up_mode
+        )
         self.out_filters = self.decoder.out_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -286,7 +318,12 @@ class ConvOutput(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, kernel_size: int, padding: int, activation: str | None = None
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int,
+        padding: int,
+        activation: str | None = None,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
@@ -304,7 +341,9 @@ class GDN(nn.Module):
     from below before squaring (beta >= 1e-6, gamma >= 0), which is what the checkpoints hold.
     """
 
-    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1) -> None:
+    def __init__(
+        self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1
+    ) -> None:
         super().__init__()
         self.inverse = inverse
         self.pedestal = 2.0**-36

@@ -111,7 +111,9 @@ class ModelOptions:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise CheckpointError(f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise CheckpointError(
+                f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         return replace(cls(), **dict(data))
 
 
@@ -146,6 +148,7 @@ class OfficialModel(MotionModel, Generic[K]):
             self.options = self.options_class.from_mapping(options)
         self.nets: dict[str, nn.Module] = self.build_networks(self.model_params)
         if state is not None:
+            state = {name: self.remap_state(name, sd) for name, sd in state.items()}
             load_modules(self.nets, state, resizable=self.resizable_buffer, source=source)
         for net in self.nets.values():
             net.eval().requires_grad_(False)
@@ -167,7 +170,9 @@ class OfficialModel(MotionModel, Generic[K]):
     ) -> OfficialModel:
         """Build from an official checkpoint (``.pth.tar``) and its yaml (packaged default)."""
         if size != 256:
-            raise CheckpointError(f"{cls.family}: the official models are trained for 256x256 frames, not {size}")
+            raise CheckpointError(
+                f"{cls.family}: the official models are trained for 256x256 frames, not {size}"
+            )
         if checkpoint is None:
             raise CheckpointError(
                 f"{cls.family}: no checkpoint given; download the official {cls.family.upper()} "
@@ -176,18 +181,47 @@ class OfficialModel(MotionModel, Generic[K]):
         params = load_config(config, cls.family)
         ckpt = read_checkpoint(checkpoint)
         states = extract_modules(ckpt, cls.module_names, source=str(checkpoint))
-        return cls(params, states, device=device, size=size, options=options, source=str(checkpoint))
+        return cls(
+            params, states, device=device, size=size, options=options, source=str(checkpoint)
+        )
 
     @classmethod
     def random(
-        cls, config: str | None = None, *, seed: int = 0, device: str = "cpu", options: Mapping[str, Any] | None = None
+        cls,
+        config: str | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        options: Mapping[str, Any] | None = None,
     ) -> OfficialModel:
         """Randomly initialised model (benchmarks and tests only: the output is meaningless)."""
         torch.manual_seed(seed)
         return cls(load_config(config, cls.family), None, device=device, options=options)
 
+    @classmethod
+    def networks_for(
+        cls, params: Mapping[str, Any], options: ModelOptions | Mapping[str, Any] | None = None
+    ) -> dict[str, nn.Module]:
+        """The family's torch networks for ``params`` with fresh (random) weights, nothing
+        loaded (layout checks, benchmarks; works under ``torch.device("meta")``)."""
+        bare = cls.__new__(cls)
+        bare.size = 256
+        bare.options = (
+            options
+            if isinstance(options, ModelOptions)
+            else cls.options_class.from_mapping(options)
+        )
+        return bare.build_networks(copy.deepcopy(dict(params)))
+
     def build_networks(self, params: Mapping[str, Any]) -> dict[str, nn.Module]:
+        """Construct the networks (names = checkpoint top-level keys); may set attributes."""
         raise NotImplementedError
+
+    def remap_state(
+        self, module: str, state: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Translate key names of other library versions to the official ones (identity)."""
+        return dict(state)
 
     def resizable_buffer(self, module: str, key: str) -> bool:
         """Buffers whose size depends on the data (none by default)."""
@@ -227,7 +261,9 @@ class OfficialModel(MotionModel, Generic[K]):
     # ------------------------------------------------------------------ tensors
     def frame_tensor(self, frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
         if frame.shape[:2] != (self.size, self.size):
-            raise InputError(f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}")
+            raise InputError(
+                f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}"
+            )
         return frame_to_tensor(frame, layout).to(self.device)
 
     def key_encoding(self, key_frame: np.ndarray, key_feature: np.ndarray | None = None) -> K:

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from gfvc.models.dac import DacGenerator, DacKey, DacKeypointDetector, DacOptions, DacOutputs, KeypointModelMixin
+from gfvc.models.dac import (
+    DacGenerator,
+    DacKey,
+    DacKeypointDetector,
+    DacOptions,
+    DacOutputs,
+    KeypointModelMixin,
+)
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
@@ -55,17 +62,27 @@ class _EntropyModelState(nn.Module):
 class EntropyBottleneckState(_EntropyModelState):
     """Parameters of a factorised-prior density (Balle et al. 2018), CompressAI 1.2.4 names."""
 
-    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 10.0) -> None:
+    def __init__(
+        self, channels: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 10.0
+    ) -> None:
         super().__init__()
         dims = (1, *filters, 1)
         scale = init_scale ** (1 / (len(filters) + 1))
         for i in range(len(filters) + 1):
             init = math.log(math.expm1(1 / scale / dims[i + 1]))
-            self.register_parameter(f"_matrix{i}", nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
-            self.register_parameter(f"_bias{i}", nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
+            self.register_parameter(
+                f"_matrix{i}", nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init))
+            )
+            self.register_parameter(
+                f"_bias{i}", nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5)
+            )
             if i < len(filters):
-                self.register_parameter(f"_factor{i}", nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
-        self.quantiles = nn.Parameter(torch.tensor([-init_scale, 0.0, init_scale]).repeat(channels, 1, 1))
+                self.register_parameter(
+                    f"_factor{i}", nn.Parameter(torch.zeros(channels, dims[i + 1], 1))
+                )
+        self.quantiles = nn.Parameter(
+            torch.tensor([-init_scale, 0.0, init_scale]).repeat(channels, 1, 1)
+        )
         target = math.log(2 / 1e-9 - 1)
         self.register_buffer("target", torch.tensor([-target, 0.0, target]))
         self.likelihood_lower_bound = _Bound(1e-9)
@@ -91,14 +108,21 @@ class _Conv(nn.Module):
 class _Deconv(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
         super().__init__()
-        self.deconv = nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
+        self.deconv = nn.ConvTranspose2d(
+            cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1
+        )
 
 
 class ResidualCoder(nn.Module):
     """Layout of RDAC's hyperprior residual coder (N = residual_features, M = 1.5 N)."""
 
     def __init__(
-        self, residual_features: int = 48, levels: int = 7, num_intermediate_layers: int = 3, num_channels: int = 3, **_: Any
+        self,
+        residual_features: int = 48,
+        levels: int = 7,
+        num_intermediate_layers: int = 3,
+        num_channels: int = 3,
+        **_: Any,
     ) -> None:
         super().__init__()
         n = residual_features
@@ -117,9 +141,15 @@ class ResidualCoder(nn.Module):
         for i in range(num_intermediate_layers):
             setattr(self.g_s, f"deconv_{i}", _Deconv(n, n, 5, 2))
         self.g_s.out = _Deconv(n, num_channels, 5, 2)
-        self.h_a = nn.Sequential(_Conv(m, n, 3, 1), nn.ReLU(), _Conv(n, n, 5, 2), nn.ReLU(), _Conv(n, n, 5, 2))
+        self.h_a = nn.Sequential(
+            _Conv(m, n, 3, 1), nn.ReLU(), _Conv(n, n, 5, 2), nn.ReLU(), _Conv(n, n, 5, 2)
+        )
         self.h_s = nn.Sequential(
-            _Deconv(n, m, 5, 2), nn.ReLU(), _Deconv(m, m * 3 // 2, 5, 2), nn.ReLU(), _Deconv(m * 3 // 2, 2 * m, 3, 1)
+            _Deconv(n, m, 5, 2),
+            nn.ReLU(),
+            _Deconv(m, m * 3 // 2, 5, 2),
+            nn.ReLU(),
+            _Deconv(m * 3 // 2, 2 * m, 3, 1),
         )
         self.entropy_bottleneck = EntropyBottleneckState(n)
         self.gaussian_conditional = GaussianConditionalState()
@@ -128,7 +158,9 @@ class ResidualCoder(nn.Module):
 class RdacGenerator(DacGenerator):
     """DAC generator + the spatial (``sdc``) and temporal (``tdc``) residual coders."""
 
-    def __init__(self, num_channels: int, residual_coder_params: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, num_channels: int, residual_coder_params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(num_channels=num_channels, **kwargs)
         params = dict(residual_coder_params or {})
         params.pop("variable_bitrate", None)
@@ -143,7 +175,11 @@ def remap_compressai_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
     for key, value in state.items():
         parts = key.split(".")
         for i in range(len(parts) - 1):
-            if parts[i] in ("matrices", "biases", "factors") and i > 0 and parts[i - 1] == "entropy_bottleneck":
+            if (
+                parts[i] in ("matrices", "biases", "factors")
+                and i > 0
+                and parts[i - 1] == "entropy_bottleneck"
+            ):
                 prefix = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}[parts[i]]
                 parts = [*parts[:i], prefix + parts[i + 1], *parts[i + 2 :]]
                 break
@@ -170,7 +206,9 @@ class RdacModel(KeypointModelMixin, OfficialModel[DacKey]):
         self.num_kp = int(common["num_kp"])
         return {"kp_detector": kp, "generator": gen}
 
-    def remap_state(self, module: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def remap_state(
+        self, module: str, state: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         return remap_compressai_keys(state) if module == "generator" else dict(state)
 
     def resizable_buffer(self, module: str, key: str) -> bool:
@@ -179,11 +217,17 @@ class RdacModel(KeypointModelMixin, OfficialModel[DacKey]):
     def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> DacKey:
         return DacKey(self.nets["generator"].encode_reference(key))
 
-    def synthesize_tensor(self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor) -> DacOutputs:
+    def synthesize_tensor(
+        self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor
+    ) -> DacOutputs:
         enc = self.key_encoding(key_frame)
         with torch.inference_mode():
             return self.nets["generator"].animate_encoded(enc.source, kp_key, kp_current)
 
-    def synthesize(self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
-        out = self.synthesize_tensor(key_frame, self.from_vector(key_feature), self.from_vector(feature))
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
         return tensor_to_frame(out.prediction, self.options.rounding)

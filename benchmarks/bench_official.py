@@ -1,0 +1,127 @@
+"""CPU speed of the official GFVC models' synthesis (one 256x256 frame), full-size configs.
+
+The networks get *random* weights: the cost of a forward pass does not depend on the weight
+values (no data-dependent control flow; CFTE's 4x4 Farneback flow is negligible), so no
+checkpoint is needed. For each model it prints, in ms per frame (median of ``--repeat`` runs
+after two warm-ups):
+
+* ``generator``: the full generator call as the reference decoder makes it (key-frame encoding
+  included), comparable with the reference timings (FOMM 674 ms, CFTE 715 ms, FV2V 2.1 s on
+  2 threads of this machine class);
+* ``synthesize``: gfvc's per-frame cost with the key-frame encoding cached (what decoding a
+  sequence costs per inter frame);
+* ``key``: the one-off key-frame encoding (for FV2V this includes the 3-D keypoint detector).
+
+Usage: ``python benchmarks/bench_official.py [--models fomm cfte fv2v] [--threads 2]
+[--repeat 5] [--channels-last]``. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from gfvc.models.cfte import CfteModel
+from gfvc.models.dac import DacModel
+from gfvc.models.fomm import FommModel
+from gfvc.models.fv2v import Fv2vModel
+from gfvc.models.hdac import HdacModel
+from gfvc.models.official import OfficialModel
+from gfvc.models.rdac import RdacModel
+
+MODELS: dict[str, type[OfficialModel]] = {
+    "fomm": FommModel,
+    "cfte": CfteModel,
+    "fv2v": Fv2vModel,
+    "dac": DacModel,
+    "hdac": HdacModel,
+    "rdac": RdacModel,
+}
+
+
+def _median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def _frames(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two smooth synthetic 256x256 frames (content does not change the cost)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(32, 32, 3)).astype(np.float64)
+    big = np.kron(base, np.ones((8, 8, 1)))
+    return big.astype(np.uint8), np.roll(big, 3, axis=1).astype(np.uint8)
+
+
+def bench(name: str, repeat: int, channels_last: bool) -> dict[str, float]:
+    model = MODELS[name].random(seed=0)
+    if channels_last:  # 2-D conv weights only (FV2V's 3-D convs keep their layout)
+        for net in model.nets.values():
+            for p in net.parameters():
+                if p.dim() == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+    key, cur = _frames()
+    key_vec, cur_vec = model.analyse_key(key), model.analyse(cur)
+    if isinstance(model, HdacModel):
+        model.set_base_layer(cur)
+
+    def full_generator() -> object:
+        model.reset()
+        return model.synthesize(key, key_vec, cur_vec)
+
+    def cached() -> object:
+        return model.synthesize(key, key_vec, cur_vec)
+
+    def key_only() -> object:
+        model.reset()
+        return model.key_encoding(key, key_vec)
+
+    with torch.inference_mode():
+        res = {
+            "generator": _median_ms(full_generator, repeat),
+            "synthesize": _median_ms(cached, repeat),
+            "key": _median_ms(key_only, max(1, repeat // 2), warmup=1),
+            "analyse": _median_ms(lambda: model.analyse(cur), repeat),
+        }
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--models", nargs="+", default=["fomm", "cfte", "fv2v"], choices=sorted(MODELS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="run the networks in channels_last memory format",
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, channels_last={args.channels_last}, random weights"
+    )
+    print(
+        f"{'model':6} {'generator':>12} {'synthesize':>12} {'key (once)':>12} {'analyse':>10}   (ms/frame)"
+    )
+    for name in args.models:
+        r = bench(name, args.repeat, args.channels_last)
+        print(
+            f"{name:6} {r['generator']:12.1f} {r['synthesize']:12.1f} {r['key']:12.1f} {r['analyse']:10.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

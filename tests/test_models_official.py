@@ -1,0 +1,290 @@
+"""Official GFVC models (FOMM, CFTE, FV2V, DAC, HDAC, RDAC): checkpoint layout, checkpoint
+loading, golden-file conformance and the MotionModel round trip.
+
+Layout and conformance tests need the shared reference data (manifests and golden files);
+they skip with a reason when ``../shared`` is absent. The loader tests are self-contained.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gfvc.errors import CheckpointError, InputError
+from gfvc.models.cfte import CfteModel
+from gfvc.models.dac import DacModel
+from gfvc.models.fomm import FommModel
+from gfvc.models.fv2v import Fv2vModel
+from gfvc.models.hdac import HdacModel
+from gfvc.models.official import OfficialModel, load_config
+from gfvc.models.rdac import RdacModel, remap_compressai_keys
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MANIFESTS = SHARED / "reference" / "checkpoint_layouts"
+GOLDEN = SHARED / "reference" / "golden"
+
+FAMILIES: dict[str, type[OfficialModel]] = {
+    "FOMM": FommModel,
+    "CFTE": CfteModel,
+    "FV2V": Fv2vModel,
+    "DAC": DacModel,
+    "HDAC": HdacModel,
+    "RDAC": RdacModel,
+}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(1)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared reference data not present: {path}")
+    return path
+
+
+def _golden(model: str) -> dict[str, Any]:
+    return torch.load(_need(GOLDEN / f"{model}.pt"), weights_only=True)
+
+
+# --------------------------------------------------------------------------- layout
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_layout_matches_manifest(model: str) -> None:
+    """Names, kinds, shapes, dtypes and order of every state_dict entry (full-size config)."""
+    manifest = json.loads(_need(MANIFESTS / f"{model}.json").read_text())
+    cls = FAMILIES[model]
+    assert tuple(manifest["checkpoint_top_level_keys"]) == tuple(n for n in manifest["modules"])
+    assert set(cls.module_names) == set(manifest["checkpoint_top_level_keys"])
+    with torch.device("meta"):
+        nets = cls.networks_for({"model_params": manifest["config"]}["model_params"])
+    for name, spec in manifest["modules"].items():
+        net = nets[name]
+        params = {k for k, _ in net.named_parameters()}
+        ours = [
+            [
+                k,
+                "param" if k in params else "buffer",
+                list(v.shape),
+                str(v.dtype).removeprefix("torch."),
+            ]
+            for k, v in net.state_dict().items()
+        ]
+        assert ours == spec["state_dict_order"], f"{model}.{name} layout differs"
+        assert sum(p.numel() for p in net.parameters()) == spec["num_params"]
+
+
+def test_packaged_configs_equal_manifests() -> None:
+    for model, cls in FAMILIES.items():
+        manifest = json.loads(_need(MANIFESTS / f"{model}.json").read_text())
+        assert load_config(None, cls.family) == manifest["config"]
+
+
+# --------------------------------------------------------------------------- loader
+def _tiny_fomm_params() -> dict[str, Any]:
+    params = load_config(None, "fomm")
+    params["kp_detector_params"].update(block_expansion=4, max_features=16)
+    params["generator_params"].update(block_expansion=4, max_features=16)
+    params["generator_params"]["dense_motion_params"].update(block_expansion=4, max_features=16)
+    return params
+
+
+@pytest.fixture(scope="module")
+def tiny_fomm() -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    torch.manual_seed(0)
+    params = _tiny_fomm_params()
+    nets = FommModel.networks_for(params)
+    return params, {k: copy.deepcopy(v.state_dict()) for k, v in nets.items()}
+
+
+def _write(tmp_path: Path, params: dict[str, Any], ckpt: Any) -> tuple[str, str]:
+    cfg = tmp_path / "fomm-256.yaml"
+    cfg.write_text(yaml.safe_dump({"model_params": params}))
+    path = tmp_path / "FOMM-checkpoint.pth.tar"
+    torch.save(ckpt, path)
+    return str(path), str(cfg)
+
+
+def test_loader_accepts_official_layout_with_training_extras(
+    tmp_path: Path, tiny_fomm: Any
+) -> None:
+    params, states = tiny_fomm
+    ckpt = {
+        **states,
+        "epoch": np.int64(7),  # numpy scalars are data: allowed
+        "optimizer_generator": {"state": {}, "param_groups": [{"lr": 2e-4}]},
+    }
+    del ckpt["generator"]["first.norm.num_batches_tracked"]  # tolerated, as torch does
+    path, cfg = _write(tmp_path, params, ckpt)
+    model = FommModel.create(checkpoint=path, config=cfg)
+    assert torch.equal(
+        model.nets["generator"].state_dict()["final.weight"], states["generator"]["final.weight"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("missing", "missing    generator.first.conv.weight [4,3,7,7]"),
+        ("unexpected", "unexpected kp_detector.extra.weight [2]"),
+        ("shape", "mis-shaped kp_detector.kp.bias: checkpoint [11], model [10]"),
+        ("toplevel", "top-level entries ['generator'] are missing"),
+    ],
+)
+def test_loader_reports_each_bad_key(
+    tmp_path: Path, tiny_fomm: Any, edit: str, expected: str
+) -> None:
+    params, states = tiny_fomm
+    ckpt = copy.deepcopy(states)
+    if edit == "missing":
+        del ckpt["generator"]["first.conv.weight"]
+    elif edit == "unexpected":
+        ckpt["kp_detector"]["extra.weight"] = torch.zeros(2)
+    elif edit == "shape":
+        ckpt["kp_detector"]["kp.bias"] = torch.zeros(11)
+    else:
+        del ckpt["generator"]
+    path, cfg = _write(tmp_path, params, ckpt)
+    with pytest.raises(CheckpointError) as info:
+        FommModel.create(checkpoint=path, config=cfg)
+    assert expected in str(info.value)
+
+
+def test_loader_strips_module_prefix(tmp_path: Path, tiny_fomm: Any) -> None:
+    params, states = tiny_fomm
+    ckpt = {name: {f"module.{k}": v for k, v in sd.items()} for name, sd in states.items()}
+    path, cfg = _write(tmp_path, params, ckpt)
+    model = FommModel.create(checkpoint=path, config=cfg)
+    assert torch.equal(
+        model.nets["kp_detector"].state_dict()["kp.weight"], states["kp_detector"]["kp.weight"]
+    )
+
+
+@dataclass
+class _TrainingArgs:  # a class that unpickling would have to import and run
+    lr: float = 2e-4
+
+
+def test_loader_refuses_pickles_that_need_code(tmp_path: Path, tiny_fomm: Any) -> None:
+    params, states = tiny_fomm
+    path, cfg = _write(tmp_path, params, {**states, "args": _TrainingArgs()})
+    with pytest.raises(CheckpointError, match="would have to run code"):
+        FommModel.create(checkpoint=path, config=cfg)
+
+
+def test_create_needs_checkpoint_and_existing_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        FommModel.create()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        FommModel.create(checkpoint=str(tmp_path / "nope.pth.tar"))
+
+
+def test_rdac_compressai_key_remap() -> None:
+    state = {
+        "sdc.entropy_bottleneck.matrices.0": torch.zeros(1),
+        "sdc.entropy_bottleneck.biases.4": torch.zeros(1),
+        "tdc.entropy_bottleneck.factors.3": torch.zeros(1),
+        "first.conv.weight": torch.zeros(1),
+    }
+    assert sorted(remap_compressai_keys(state)) == [
+        "first.conv.weight",
+        "sdc.entropy_bottleneck._bias4",
+        "sdc.entropy_bottleneck._matrix0",
+        "tdc.entropy_bottleneck._factor3",
+    ]
+
+
+# --------------------------------------------------------------------------- conformance
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_golden_conformance(model: str) -> None:
+    """Every output of the golden file (analysis on frames 0, 1 and 10 to keep it short)."""
+    from gfvc.models.conformance import run_conformance
+
+    report = run_conformance(_need(GOLDEN / f"{model}.pt"), analysis_frames=[0, 1, 10])
+    assert report.model == model
+    assert report.passed, {k: report.max_abs_diff[k] for k in report.failures}
+    for exact in ("coded_residual", "coded_rec_features_flat", "coded_bytes", "dec_features_flat"):
+        assert report.max_abs_diff[exact] == 0.0
+    assert report.max_abs_diff["enc_features_flat"] <= 1e-4
+    assert report.max_abs_diff["synth_prediction"] <= 1e-4
+    json.dumps(report.to_json())
+
+
+def test_conformance_needs_inputs_file(tmp_path: Path) -> None:
+    from gfvc.models.conformance import run_conformance
+
+    src = _need(GOLDEN / "FOMM.pt")
+    (tmp_path / "FOMM.pt").write_bytes(src.read_bytes())
+    with pytest.raises(InputError, match="inputs file"):
+        run_conformance(tmp_path / "FOMM.pt")
+
+
+# --------------------------------------------------------------------------- MotionModel
+def _checkpoint_from_golden(
+    tmp_path: Path, model: str
+) -> tuple[str, str, dict[str, Any], np.ndarray]:
+    g = _golden(model)
+    frames = torch.load(_need(GOLDEN / g["inputs_file"]), weights_only=True)["frames_uint8"]
+    ckpt = {**g["state_dict"], "epoch": 1}
+    path = tmp_path / f"{model}-checkpoint.pth.tar"
+    torch.save(ckpt, path)
+    cfg = tmp_path / f"{model}-256.yaml"
+    cfg.write_text(yaml.safe_dump(g["config"]))
+    return str(path), str(cfg), g, frames.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("model", ["FOMM", "CFTE", "FV2V", "DAC", "RDAC"])
+def test_motion_model_round_trip(tmp_path: Path, model: str) -> None:
+    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, model)
+    m = FAMILIES[model].create(checkpoint=path, config=cfg)
+    assert m.send_key_feature is False and m.dim == g["enc_features_flat"].shape[1]
+    key = np.ascontiguousarray(frames[0])
+    key_feat = m.analyse_key(key)
+    assert key_feat.dtype == np.float64 and key_feat.shape == (m.dim,)
+    calls = []
+    encode_key = m.encode_key
+    m.encode_key = lambda *a: calls.append(1) or encode_key(*a)  # type: ignore[method-assign]
+    for t in (1, 2):
+        feat = m.analyse(frames[t])
+        assert np.abs(feat - g["enc_features_flat"][t].numpy()).max() < 1e-4
+        out = m.synthesize(key, key_feat, feat)
+        assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert len(calls) == 1, "the key-frame encoding must be cached across frames"
+    assert (
+        m.weights_digest() == FAMILIES[model].create(checkpoint=path, config=cfg).weights_digest()
+    )
+    assert json.dumps(m.config_dict())
+
+
+def test_synthesize_rounds_and_exposes_raw_output(tmp_path: Path) -> None:
+    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "FOMM")
+    m = FommModel.create(checkpoint=path, config=cfg)
+    key = np.ascontiguousarray(frames[0])
+    kf, f = m.analyse_key(key), m.analyse(frames[3])
+    raw = (
+        m.synthesize_tensor(key, m.from_vector(kf), m.from_vector(f))
+        .prediction[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
+    out = m.synthesize(key, kf, f)
+    assert np.array_equal(out, np.clip(np.rint(raw * 255), 0, 255).astype(np.uint8))
+
+
+def test_hdac_needs_base_layer(tmp_path: Path) -> None:
+    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "HDAC")
+    m = HdacModel.create(checkpoint=path, config=cfg)
+    key = np.ascontiguousarray(frames[0])
+    kf, f = m.analyse_key(key), m.analyse(frames[1])
+    with pytest.raises(InputError, match="base-layer"):
+        m.synthesize(key, kf, f)
+    m.set_base_layer(frames[1])
+    assert m.synthesize(key, kf, f).shape == (256, 256, 3)
