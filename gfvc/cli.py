@@ -565,7 +565,7 @@ def ctc(
         part = ctc_mod.parse_shard(shard)
         errors: list[str] = []
         if not report_only:
-            mine = ctc_mod.jobs(cfg, part)
+            n_todo = sum(not ctc_mod.is_finished(cfg, j, out) for j in ctc_mod.jobs(cfg, part))
             log_lines = not quiet and not sys.stderr.isatty()
             count = [0]
 
@@ -574,16 +574,16 @@ def ctc(
                 if not log_lines:
                     return
                 if err:
-                    typer.echo(f"[{count[0]}] {key}: failed: {err}", err=True)
+                    typer.echo(f"[{count[0]}/{n_todo}] {key}: failed: {err}", err=True)
                 else:
                     assert row is not None
                     typer.echo(
-                        f"[{count[0]}] {key}: {row['kbps']:.2f} kbps "
+                        f"[{count[0]}/{n_todo}] {key}: {row['kbps']:.2f} kbps "
                         f"({row['code_s']:.1f} s coding, {row['eval_s']:.1f} s metrics)",
                         err=True,
                     )
 
-            with _progress(len(mine), quiet, "ctc", unit="run") as tick:
+            with _progress(n_todo, quiet, "ctc", unit="run") as tick:
                 done, skipped, errors = ctc_mod.run(
                     cfg, out, workers=workers, shard=part, progress=tick, on_result=on_result
                 )

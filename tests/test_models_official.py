@@ -288,3 +288,16 @@ def test_hdac_needs_base_layer(tmp_path: Path) -> None:
         m.synthesize(key, kf, f)
     m.set_base_layer(frames[1])
     assert m.synthesize(key, kf, f).shape == (256, 256, 3)
+
+
+def test_fomm_reference_variants_are_options(tmp_path: Path) -> None:
+    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "FOMM")
+    key = np.ascontiguousarray(frames[0])
+    outs = []
+    for opts in ({}, {"swap_keypoints": True}, {"legacy_dense_motion": True, "align_corners": True}):
+        m = FommModel.create(checkpoint=path, config=cfg, options=opts)
+        assert m.config_dict()["options"]["swap_keypoints"] == opts.get("swap_keypoints", False)
+        outs.append(m.synthesize(key, m.analyse_key(key), m.analyse(frames[5])))
+    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    with pytest.raises(CheckpointError, match="unknown FommOptions"):
+        FommModel.create(checkpoint=path, config=cfg, options={"no_such_option": 1})

@@ -422,9 +422,7 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
     strip_dir = out / "frames"
     k = int(round(cfg.strip_frame * (len(ref) - 1)))
     _write_png(strip_dir / f"{job.key}.png", decoded[k])
-    orig = strip_dir / f"{job.sequence.stem}__original.png"
-    if not orig.exists():
-        _write_png(orig, ref[k])
+    _write_png(strip_dir / f"{job.sequence.stem}__original.png", ref[k])  # same for every job
     _write_json(result_path(out, job), row)
     return row
 
@@ -549,11 +547,17 @@ def run(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
             futures = {pool.submit(_worker, (cfg, j, out)): j for j in runnable}
-            for fut in as_completed(futures):
-                try:
-                    finish(*fut.result())
-                except BrokenProcessPool:
-                    finish(futures[fut].key, None, "worker process died (crash or out of memory)")
+            try:
+                for fut in as_completed(futures):
+                    try:
+                        finish(*fut.result())
+                    except BrokenProcessPool:
+                        finish(
+                            futures[fut].key, None, "worker process died (crash or out of memory)"
+                        )
+            except BaseException:  # Ctrl-C: drop the queued jobs instead of waiting for them
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return len(todo) - len(errors), skipped, errors
 
 
