@@ -732,7 +732,24 @@ def train(
     _run(body)
 
 
+def _silence_native_logs() -> None:
+    """Send what native libraries write straight to fd 2 (TFLite/MediaPipe start-up lines)
+    to /dev/null, while Python's own stderr (errors, progress bars) keeps the terminal.
+    GFVC_DEBUG=1 keeps everything."""
+    if os.environ.get("GFVC_DEBUG"):
+        return
+    try:
+        keep = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(keep, "w", buffering=1)
+    except OSError:
+        pass
+
+
 def main() -> None:
+    _silence_native_logs()
     app()
 
 
