@@ -10,7 +10,9 @@ after two warm-ups):
   2 threads of this machine class);
 * ``synthesize``: gfvc's per-frame cost with the key-frame encoding cached (what decoding a
   sequence costs per inter frame);
-* ``key``: the one-off key-frame encoding (for FV2V this includes the 3-D keypoint detector).
+* ``key``: the one-off key-frame encoding (for FV2V this includes the 3-D keypoint detector);
+* GFLOP of the generator call and of the cached synthesis (torch's flop counter: convolutions
+  and matrix products), a load-independent measure of the same costs.
 
 Usage: ``python benchmarks/bench_official.py [--models fomm cfte fv2v] [--threads 2]
 [--repeat 5] [--channels-last]``. Run it on an otherwise idle machine.
@@ -25,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from gfvc.models.cfte import CfteModel
 from gfvc.models.dac import DacModel
@@ -87,11 +90,18 @@ def bench(name: str, repeat: int, channels_last: bool) -> dict[str, float]:
         return model.key_encoding(key, key_vec)
 
     with torch.inference_mode():
+        flops = {}
+        for tag, fn in (("generator", full_generator), ("synthesize", cached)):
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            flops[tag] = counter.get_total_flops() / 1e9
         res = {
             "generator": _median_ms(full_generator, repeat),
             "synthesize": _median_ms(cached, repeat),
             "key": _median_ms(key_only, max(1, repeat // 2), warmup=1),
             "analyse": _median_ms(lambda: model.analyse(cur), repeat),
+            "gflop_generator": flops["generator"],
+            "gflop_synthesize": flops["synthesize"],
         }
     return res
 
@@ -114,12 +124,14 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} threads, channels_last={args.channels_last}, random weights"
     )
     print(
-        f"{'model':6} {'generator':>12} {'synthesize':>12} {'key (once)':>12} {'analyse':>10}   (ms/frame)"
+        f"{'model':6} {'generator':>10} {'synthesize':>11} {'key (once)':>11} {'analyse':>8}"
+        "   (ms/frame)   GFLOP generator / synthesize"
     )
     for name in args.models:
         r = bench(name, args.repeat, args.channels_last)
         print(
-            f"{name:6} {r['generator']:12.1f} {r['synthesize']:12.1f} {r['key']:12.1f} {r['analyse']:10.1f}"
+            f"{name:6} {r['generator']:10.1f} {r['synthesize']:11.1f} {r['key']:11.1f}"
+            f" {r['analyse']:8.1f}                {r['gflop_generator']:8.1f} / {r['gflop_synthesize']:.1f}"
         )
 
 

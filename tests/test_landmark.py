@@ -79,17 +79,13 @@ def test_editing_yaw_turns_the_head():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A real but tiny training run: cache 3 clips x 24 frames, 6 steps, export."""
-    from gfvc.train.data import build_cache
     from gfvc.train.trainer import TrainConfig, train
 
     faces = clip("lp_d3.mp4").parent
     d = tmp_path_factory.mktemp("train")
-    build_cache(
-        [faces / "lp_d0.mp4", faces / "lp_d6.mp4", faces / "lp_d3.mp4"], d / "cache", max_frames=24
-    )
     cfg = TrainConfig(
         faces_dir=str(faces), cache_dir=str(d / "cache"), run_dir=str(d / "run"), val_identities=["lp_d3"],
-        steps=6, batch=2, crop=128, checkpoint_every=3, val_every=6, val_pairs=2, n_pca=4, threads=1,
+        clips=["lp_d0", "lp_d6", "lp_d3"], max_frames=24, steps=6, batch=2, crop=128, checkpoint_every=3, val_every=6, val_pairs=2, n_pca=4, threads=1,
     )  # fmt: skip
     return cfg, train(cfg, log=lambda s: None)
 
@@ -149,7 +145,7 @@ def test_ddp_two_processes_gloo(tiny_run, tmp_path):
     script.write_text(
         "import sys\n"
         "from gfvc.train.trainer import TrainConfig, train\n"
-        f"cfg = TrainConfig(faces_dir={cfg.faces_dir!r}, cache_dir={cfg.cache_dir!r}, run_dir={str(tmp_path / 'run')!r},"
+        f"cfg = TrainConfig(faces_dir={cfg.faces_dir!r}, cache_dir={cfg.cache_dir!r}, run_dir={str(tmp_path / 'run')!r}, clips={cfg.clips!r},"
         " val_identities=['lp_d3'], steps=2, batch=1, crop=128, checkpoint_every=2, val_every=2, val_pairs=1, n_pca=4, threads=1)\n"
         "train(cfg, log=lambda s: None)\n"
     )

@@ -45,6 +45,8 @@ class TrainConfig:
             "mead_W011",
         ]
     )
+    clips: list[str] = field(default_factory=list)  # clip stems to use; empty: every *.mp4
+    max_frames: int = 300  # per clip, in the cache
     steps: int = 20000
     batch: int = 8
     lr: float = 1e-3
@@ -161,7 +163,9 @@ class PairSampler:
         return y0, x0
 
 
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def loss_fn(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted L1 (mouth x5, eyes x3) + (1 - MS-SSIM), or 1 - SSIM on crops too small for
     MS-SSIM's five scales. Needs no downloaded weights."""
     from pytorch_msssim import ms_ssim, ssim
@@ -180,7 +184,7 @@ def loss_fn(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> t
 
 def split_clips(cfg: TrainConfig, cache: Path) -> tuple[list[str], list[str]]:
     groups = identity_groups(Path(cfg.faces_dir))
-    clips = cached_clips(cache)
+    clips = [c for c in cached_clips(cache) if not cfg.clips or c in cfg.clips]
     val = [c for c in clips if groups.get(c, c) in cfg.val_identities]
     train = [c for c in clips if c not in val]
     if len(val) == 0 or len(train) == 0:
@@ -241,8 +245,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     cache = Path(cfg.cache_dir).expanduser()
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
+        sources = sorted(Path(cfg.faces_dir).glob("*.mp4"))
+        if cfg.clips:
+            sources = [p for p in sources if p.stem in cfg.clips]
         build_cache(
-            sorted(Path(cfg.faces_dir).glob("*.mp4")), cache, progress=lambda s: log(f"cache: {s}")
+            sources, cache, max_frames=cfg.max_frames, progress=lambda s: log(f"cache: {s}")
         )
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if world > 1:
