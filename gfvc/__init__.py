@@ -7,4 +7,9 @@ model. See README.md for the command line and docs/ for the bitstream and metric
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: The model `gfvc encode` and `gfvc demo` use when none is named.
+DEFAULT_MODEL = "mesh"
+#: Their default key-frame QP.
+DEFAULT_QP = 32
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QP", "__version__"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gfvc import __version__
+from gfvc import DEFAULT_MODEL, DEFAULT_QP, __version__
 from gfvc.errors import GfvcError, InputError
 
 app = typer.Typer(
@@ -118,10 +118,10 @@ def encode(
         Path, typer.Argument(help="Input video (mp4, mov, mkv, webm, y4m, .rgb, .yuv).")
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .gfv bitstream.")],
-    model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = "mesh",
+    model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = DEFAULT_MODEL,
     checkpoint: Checkpoint = None,
     config: Config = None,
-    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = 32,
+    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = DEFAULT_QP,
     qstep: Annotated[
         float | None, typer.Option(help="Feature quantization step (model default if unset).")
     ] = None,
@@ -301,8 +301,8 @@ def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the results.")] = Path(
         "gfvc-demo"
     ),
-    model: Annotated[str, typer.Option(help="Motion model.")] = "mesh",
-    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = 32,
+    model: Annotated[str, typer.Option(help="Motion model.")] = DEFAULT_MODEL,
+    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = DEFAULT_QP,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -330,7 +330,7 @@ def bench(
     input: Annotated[
         Path | None, typer.Argument(help="A face video (default: the built-in sample).")
     ] = None,
-    model: Annotated[str, typer.Option(help="Motion model.")] = "mesh",
+    model: Annotated[str, typer.Option(help="Motion model.")] = DEFAULT_MODEL,
     checkpoint: Checkpoint = None,
     config: Config = None,
     frames: Annotated[int, typer.Option(help="Frames to time.")] = 100,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gfvc import DEFAULT_MODEL, DEFAULT_QP
 from gfvc.bitstream import (
     FEATURE,
     KEY,
@@ -51,7 +52,6 @@ from gfvc.io.atomic import AtomicFile
 from gfvc.keyframe import KeyframeCodec, keyframe_codec, keyframe_codec_class_by_id
 from gfvc.models import MotionModel, model_class, model_class_by_id
 
-DEFAULT_MODEL = "mesh"
 CROP_SCAN_FRAMES = 50  # frames looked at to place the face crop
 
 
@@ -248,7 +248,7 @@ class EncodeSettings:
     checkpoint: str | None = None
     config: str | None = None
     qstep: float | None = None
-    qp: int = 32
+    qp: int = DEFAULT_QP
     keyframe_codec: str = "x265"
     keyframe_format: str = "yuv420"
     coder: str = "range"

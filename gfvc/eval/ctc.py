@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from gfvc import DEFAULT_MODEL
 from gfvc.errors import GfvcError, InputError
 
 GFVC = "gfvc"
@@ -255,7 +256,7 @@ def _codec_spec(c: Any, i: int) -> CodecSpec:
         from gfvc.keyframe import keyframe_codec
         from gfvc.models import model_class
 
-        model_class(str(options.get("model", "mesh")))
+        model_class(str(options.get("model", DEFAULT_MODEL)))
         for q in qps:
             keyframe_codec(
                 str(options.get("keyframe_codec", "x265")),
@@ -369,7 +370,7 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
         )
 
         s = EncodeSettings(
-            model=o.get("model", "mesh"),
+            model=o.get("model", DEFAULT_MODEL),
             checkpoint=o.get("checkpoint"),
             config=o.get("config"),
             qstep=o.get("qstep"),
