@@ -8,7 +8,7 @@ model. See README.md for the command line and docs/ for the bitstream and metric
 __version__ = "0.1.0"
 
 #: The model `gfvc encode` and `gfvc demo` use when none is named.
-DEFAULT_MODEL = "mesh"
+DEFAULT_MODEL = "landmark"
 #: Their default key-frame QP.
 DEFAULT_QP = 32
 

@@ -7,6 +7,7 @@ code 1, so users never see a traceback for their own mistakes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -683,7 +684,15 @@ def conformance(
         if as_json:
             typer.echo(
                 json.dumps(
-                    {"model": rep.model, "passed": rep.passed, "max_abs_diff": rep.max_abs_diff},
+                    {
+                        "model": rep.model,
+                        "passed": rep.passed,
+                        # strict JSON: a length mismatch (infinite difference) becomes null
+                        "max_abs_diff": {
+                            k: (v if math.isfinite(v) else None)
+                            for k, v in rep.max_abs_diff.items()
+                        },
+                    },
                     indent=2,
                 )
             )
@@ -717,6 +726,12 @@ def train(
     cache_dir: Annotated[
         str | None, typer.Option(help="Where the cropped training clips are cached.")
     ] = None,
+    export_only: Annotated[
+        bool, typer.Option("--export-only", help="Only export the run's last checkpoint.")
+    ] = False,
+    warp_only: Annotated[
+        bool, typer.Option("--warp-only", help="With --export-only: shape model only, no refiner.")
+    ] = False,
 ) -> None:
     """Train the default landmark model (resumable; works under torchrun for several GPUs)."""
     from gfvc.train.trainer import TrainConfig
@@ -726,7 +741,12 @@ def train(
         cfg = TrainConfig.load(
             config, run_dir=run_dir, steps=steps, time_limit_min=time_limit, cache_dir=cache_dir
         )
-        out = run_training(cfg, log=lambda s: typer.echo(s, err=True))
+        if export_only:
+            from gfvc.train.trainer import export_run
+
+            out = export_run(cfg, warp_only=warp_only)
+        else:
+            out = run_training(cfg, log=lambda s: typer.echo(s, err=True))
         typer.echo(f"weights: {out}")
 
     _run(body)

@@ -295,6 +295,11 @@ def _fields_without_model(header: StreamHeader) -> tuple[FeatureField, ...]:
         from gfvc.models.mesh import MeshModel
 
         return MeshModel(size=header.width).fields
+    if header.model_id == 8:  # landmark: pose + expression, whatever weights are installed
+        return (
+            FeatureField("pose", "vector", (6,)),
+            FeatureField("expression", "vector", (header.feature_dim - 6,)),
+        )
     family = _OFFICIAL_FAMILIES.get(header.model_id)
     if family is not None:
         try:

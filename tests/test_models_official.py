@@ -294,10 +294,26 @@ def test_fomm_reference_variants_are_options(tmp_path: Path) -> None:
     path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "FOMM")
     key = np.ascontiguousarray(frames[0])
     outs = []
-    for opts in ({}, {"swap_keypoints": True}, {"legacy_dense_motion": True, "align_corners": True}):
+    for opts in (
+        {},
+        {"swap_keypoints": True},
+        {"legacy_dense_motion": True, "align_corners": True},
+    ):
         m = FommModel.create(checkpoint=path, config=cfg, options=opts)
         assert m.config_dict()["options"]["swap_keypoints"] == opts.get("swap_keypoints", False)
         outs.append(m.synthesize(key, m.analyse_key(key), m.analyse(frames[5])))
     assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
     with pytest.raises(CheckpointError, match="unknown FommOptions"):
         FommModel.create(checkpoint=path, config=cfg, options={"no_such_option": 1})
+
+
+def test_channels_last_is_numerically_equivalent(tmp_path: Path) -> None:
+    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "DAC")
+    m = DacModel.create(checkpoint=path, config=cfg)
+    key = np.ascontiguousarray(frames[0])
+    kf, f = m.analyse_key(key), m.analyse(frames[4])
+    ref = m.synthesize_tensor(key, m.from_vector(kf), m.from_vector(f)).prediction
+    m.set_channels_last()
+    assert np.abs(m.analyse(frames[4]) - f).max() < 1e-5
+    out = m.synthesize_tensor(key, m.from_vector(kf), m.from_vector(f)).prediction
+    assert (out - ref).abs().max().item() < 1e-5

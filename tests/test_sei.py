@@ -576,7 +576,7 @@ def assert_same_integers(a: bytes, b: bytes) -> None:
         (3, 4.0, {"coords": None, "types": [7]}),  # CFTE: one 4x4 compact feature
         (4, 256.0, {"coords": (15, True), "types": [4, 5]}),  # FV2V: rotation, t, 15x3 exp
         (5, 64.0, {"coords": (10, False), "types": []}),  # DAC: 10 keypoints
-        (8, 1.0, {"coords": None, "types": [8], "key": True}),  # landmark: pose + expression
+        (8, 1.0, {"coords": None, "types": [8, 8], "key": True}),  # landmark: pose, expression
     ],
 )
 def test_official_model_shapes_round_trip_exactly(model_id, qstep, expect):

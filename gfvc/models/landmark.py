@@ -220,8 +220,10 @@ class LandmarkModel(MotionModel):
                 *(np.asarray(ck["shape"][k], dtype=np.float64) for k in ("mean", "basis")),
                 tuple(ck["shape"]["names"]),
             )
-            refiner = Refiner(**ck["refiner_config"])
-            refiner.load_state_dict(ck["refiner"])
+            refiner = None  # a release without a refiner decodes with the warp alone
+            if ck.get("refiner") is not None:
+                refiner = Refiner(**ck["refiner_config"])
+                refiner.load_state_dict(ck["refiner"])
         except CheckpointError:
             raise
         except Exception as e:
