@@ -55,7 +55,7 @@ class TrainConfig:
     qstep: float = 1.0
     crop: int = 256  # training crop side (the model is fully convolutional)
     max_offset: int = 150  # frames between key and driving frame
-    alpha_cost: float = 0.02  # loss per unit of mean refiner blending weight
+    alpha_cost: float = 0.002  # loss per unit of mean refiner blending weight (0.02 shut it off)
     checkpoint_every: int = 200
     val_every: int = 500
     val_pairs: int = 48
