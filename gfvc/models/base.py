@@ -150,7 +150,9 @@ class MotionModel(abc.ABC):
         if data:
             from gfvc.errors import BitstreamError
 
-            raise BitstreamError(f"key-frame unit carries {len(data)} bytes the {self.name} model does not use")
+            raise BitstreamError(
+                f"key-frame unit carries {len(data)} bytes the {self.name} model does not use"
+            )
 
     def reset(self) -> None:
         """Forget per-sequence state (trackers, smoothing, cached key-frame encodings)."""

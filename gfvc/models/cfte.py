@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gfvc.models.base import FeatureField
@@ -40,11 +39,16 @@ from gfvc.models.geometry import flow_warp
 from gfvc.models.layers import (
     GDN,
     AntiAliasInterpolation2d,
-    DownBlock2d,
     Hourglass,
-    ResBlock2d,
+    OcclusionAwareGenerator,
     SameBlock2d,
     UpBlock2d,
+    apply_occlusion,
+    down_block_stack,
+    feature_width,
+    res_bottleneck,
+    run_blocks,
+    up_block_stack,
 )
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
@@ -171,33 +175,20 @@ class CfteDenseMotion(nn.Module):
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
         self.up_blocks = nn.ModuleList(UpBlock2d(num_kp, num_kp) for _ in range(num_down_blocks))
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-
-        def width(i: int) -> int:
-            return min(max_features, block_expansion * 2**i)
-
-        self.motiondown_blocks = nn.ModuleList(
-            DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks)
+        self.motiondown_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
+        self.motionup_blocks = up_block_stack(block_expansion, max_features, num_down_blocks)
+        self.bottleneck = res_bottleneck(
+            feature_width(block_expansion, max_features, num_down_blocks), num_bottleneck_blocks
         )
-        self.motionup_blocks = nn.ModuleList(
-            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1))
-            for i in range(num_down_blocks)
-        )
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks)))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.align_corners = False
 
     def upsample_feature(self, feat: torch.Tensor) -> torch.Tensor:
-        for block in self.up_blocks:
-            feat = block(feat)
-        return feat
+        return run_blocks(feat, self.up_blocks)
 
     def encode_source(self, source: torch.Tensor, feat_source: torch.Tensor) -> CfteMotionSource:
         small = self.down(source) if self.scale_factor != 1 else source
-        coarse = self.first(small)
-        for block in self.motiondown_blocks:
-            coarse = block(coarse)
+        coarse = run_blocks(self.first(small), self.motiondown_blocks)
         return CfteMotionSource(small, coarse, self.upsample_feature(feat_source))
 
     def forward(
@@ -205,8 +196,7 @@ class CfteDenseMotion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         sparse_motion = farneback_sparse_motion(feat_driving, feat_source)
         out = self.bottleneck(flow_warp(src.coarse, sparse_motion, self.align_corners))
-        for block in self.motionup_blocks:
-            out = block(out)
+        out = run_blocks(out, self.motionup_blocks)
         sparse_deformed = self.final(out)
         heat = self.upsample_feature(feat_driving) - src.feat_up
         prediction = self.hourglass(torch.cat([heat, sparse_deformed], dim=1))
@@ -245,7 +235,7 @@ class CfteOutputs:
     deformed: torch.Tensor | None = None
 
 
-class CfteGenerator(nn.Module):
+class CfteGenerator(OcclusionAwareGenerator):
     """Same encoder/bottleneck/decoder as FOMM's generator, driven by CFTE's dense motion."""
 
     def __init__(
@@ -263,40 +253,28 @@ class CfteGenerator(nn.Module):
         super().__init__()
         if dense_motion_params is None:
             raise ValueError("CFTE generator needs dense_motion_params")
-        self.dense_motion_network = CfteDenseMotion(
-            num_kp=num_kp,
-            num_channels=num_channels,
-            estimate_occlusion_map=estimate_occlusion_map,
-            **dense_motion_params,
+        self.build_trunk(
+            CfteDenseMotion(
+                num_kp=num_kp,
+                num_channels=num_channels,
+                estimate_occlusion_map=estimate_occlusion_map,
+                **dense_motion_params,
+            ),
+            num_channels,
+            block_expansion,
+            max_features,
+            num_down_blocks,
+            num_bottleneck_blocks,
         )
-        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-
-        def width(i: int) -> int:
-            return min(max_features, block_expansion * 2**i)
-
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(width(i), width(i + 1)) for i in range(num_down_blocks)
-        )
-        self.up_blocks = nn.ModuleList(
-            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1))
-            for i in range(num_down_blocks)
-        )
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks)))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.align_corners = False
 
-    def set_align_corners(self, value: bool) -> None:
-        self.align_corners = value
-        self.dense_motion_network.align_corners = value
-
     def encode_source(self, source: torch.Tensor, feat_source: torch.Tensor) -> CfteSource:
-        out = self.first(source)
-        for block in self.down_blocks:
-            out = block(out)
         return CfteSource(
-            source, out, feat_source, self.dense_motion_network.encode_source(source, feat_source)
+            source,
+            self.encode_features(source),
+            feat_source,
+            self.dense_motion_network.encode_source(source, feat_source),
         )
 
     def decode(
@@ -304,17 +282,12 @@ class CfteGenerator(nn.Module):
     ) -> CfteOutputs:
         motion = self.dense_motion_network(src.motion, src.feat, feat_driving)
         deformation = motion["deformation"]
-        occlusion = motion.get("occlusion_map")
-        out = flow_warp(src.features, deformation, self.align_corners)
-        if occlusion is not None:
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(
-                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
-                )
-            out = out * occlusion
-        out = self.bottleneck(out)
-        for block in self.up_blocks:
-            out = block(out)
+        out = apply_occlusion(
+            flow_warp(src.features, deformation, self.align_corners),
+            motion.get("occlusion_map"),
+            self.align_corners,
+        )
+        out = self.decode_features(out)
         return CfteOutputs(
             prediction=torch.sigmoid(self.final(out)),
             deformation=deformation,

@@ -433,11 +433,11 @@ def _synth_reference(golden: dict[str, Any]) -> np.ndarray:
     return _key_frames_hwc(golden)[keys.index(src)]
 
 
-def _dac(
+def _dac_family_animation(
     ck: _Checker, model: Any, golden: dict[str, Any], frames: np.ndarray, which: Sequence[int]
-) -> np.ndarray:
-    from gfvc.models.dac import adaptive_refresh_decisions, prediction_psnr
-
+) -> tuple[np.ndarray, Any]:
+    """DAC/RDAC: analysis, the frame-10 heatmaps, the golden animation and its motion; returns
+    (features, the model's synthesis outputs)."""
     feats = _dac_family_analysis(ck, model, golden, frames, which)
     t10 = golden["synth_driving_frame"]
     with torch.inference_mode():
@@ -449,6 +449,15 @@ def _dac(
         golden["synth_kp_target_value"],
     )
     _dac_family_motion(ck, out.motion, golden)
+    return feats, out
+
+
+def _dac(
+    ck: _Checker, model: Any, golden: dict[str, Any], frames: np.ndarray, which: Sequence[int]
+) -> np.ndarray:
+    from gfvc.models.dac import adaptive_refresh_decisions, prediction_psnr
+
+    feats, out = _dac_family_animation(ck, model, golden, frames, which)
     ck.values("synth_def_ref_fts", out.deformed_features, golden["synth_def_ref_fts"], "map")
     _check_written(ck, model, out.prediction, golden)
     # Adaptive refresh: the encoder's PSNR of every inter frame (animated from the current key
@@ -507,17 +516,7 @@ def _hdac(
 def _rdac(
     ck: _Checker, model: Any, golden: dict[str, Any], frames: np.ndarray, which: Sequence[int]
 ) -> np.ndarray:
-    feats = _dac_family_analysis(ck, model, golden, frames, which)
-    t10 = golden["synth_driving_frame"]
-    with torch.inference_mode():
-        heat = model.nets["kp_detector"].heatmaps(model.frame_tensor(frames[t10]))
-    ck.values("enc_heatmap_frame10", heat, golden["enc_heatmap_frame10"], "map")
-    out = model.synthesize_tensor(
-        _synth_reference(golden),
-        golden["synth_kp_reference_value"],
-        golden["synth_kp_target_value"],
-    )
-    _dac_family_motion(ck, out.motion, golden)
+    feats, out = _dac_family_animation(ck, model, golden, frames, which)
     ck.values("synth_prediction", out.prediction, golden["synth_prediction"], "frame")
     # Bits: keypoint files + key-frame metadata + residual strings + residual-flag metadata.
     flags = encode_frame(list(golden["res_coding_flag_reported"]))

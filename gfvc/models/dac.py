@@ -31,11 +31,10 @@ from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoint
 from gfvc.models.layers import (
     AntiAliasInterpolation2d,
     ConvOutput,
-    DownBlock2d,
     Hourglass,
-    ResBlock2d,
-    SameBlock2d,
+    OcclusionAwareGenerator,
     UpBlock2d,
+    apply_occlusion,
 )
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
@@ -204,7 +203,7 @@ class DacOutputs:
     deformed_features: torch.Tensor
 
 
-class DacGenerator(nn.Module):
+class DacGenerator(OcclusionAwareGenerator):
     """Animate a reference frame to target keypoints (FOMM-style occlusion-aware generator)."""
 
     def __init__(
@@ -223,75 +222,52 @@ class DacGenerator(nn.Module):
         super().__init__()
         if dense_motion_params is None:
             raise ValueError("DAC generator needs dense_motion_params")
-        self.dense_motion_network = DacDenseMotion(
-            num_kp=num_kp,
-            num_channels=num_channels,
-            estimate_occlusion_map=estimate_occlusion_map,
-            **dense_motion_params,
+        self.build_trunk(
+            DacDenseMotion(
+                num_kp=num_kp,
+                num_channels=num_channels,
+                estimate_occlusion_map=estimate_occlusion_map,
+                **dense_motion_params,
+            ),
+            num_channels,
+            block_expansion,
+            max_features,
+            num_down_blocks,
+            num_bottleneck_blocks,
+            mode=UP_MODE,
         )
-        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(
-                self._w(block_expansion, max_features, i),
-                self._w(block_expansion, max_features, i + 1),
-            )
-            for i in range(num_down_blocks)
-        )
-        self.up_blocks = nn.ModuleList(
-            UpBlock2d(
-                self._w(block_expansion, max_features, num_down_blocks - i),
-                self._w(block_expansion, max_features, num_down_blocks - i - 1),
-                mode=UP_MODE,
-            )
-            for i in range(num_down_blocks)
-        )
-        self.bottleneck = nn.Sequential()
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(
-                f"r{i}", ResBlock2d(self._w(block_expansion, max_features, num_down_blocks))
-            )
         self.final = ConvOutput(
             block_expansion, num_channels, kernel_size=7, padding=3, activation="sigmoid"
         )
         self.align_corners = True
 
-    @staticmethod
-    def _w(block_expansion: int, max_features: int, i: int) -> int:
-        return min(max_features, block_expansion * 2**i)
-
     def set_align_corners(self, value: bool) -> None:
-        self.align_corners = value
-        self.dense_motion_network.align_corners = value
+        super().set_align_corners(value)
         for m in self.modules():
             if isinstance(m, UpBlock2d):
                 m.align_corners = value
 
     def encode_reference(self, reference: torch.Tensor) -> DacSource:
-        out = self.first(reference)
-        for block in self.down_blocks:
-            out = block(out)
-        return DacSource(reference, self.dense_motion_network.downscale(reference), out)
+        return DacSource(
+            reference,
+            self.dense_motion_network.downscale(reference),
+            self.encode_features(reference),
+        )
 
     def deform(
         self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Warped, occluded reference features and the motion dict."""
         motion = self.dense_motion_network(src.small, kp_target, kp_reference)
-        out = warp(src.features, motion["deformation"], self.align_corners)
-        occlusion = motion.get("occlusion_map")
-        if occlusion is not None:
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(
-                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
-                )
-            out = out * occlusion
+        out = apply_occlusion(
+            warp(src.features, motion["deformation"], self.align_corners),
+            motion.get("occlusion_map"),
+            self.align_corners,
+        )
         return out, motion
 
     def render(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.bottleneck(features)
-        for block in self.up_blocks:
-            out = block(out)
-        return self.final(out)
+        return self.final(self.decode_features(features))
 
     def animate_encoded(
         self, src: DacSource, kp_reference: torch.Tensor, kp_target: torch.Tensor

@@ -33,11 +33,9 @@ from gfvc.models.base import FeatureField
 from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoints_to_gaussian, warp
 from gfvc.models.layers import (
     AntiAliasInterpolation2d,
-    DownBlock2d,
     Hourglass,
-    ResBlock2d,
-    SameBlock2d,
-    UpBlock2d,
+    OcclusionAwareGenerator,
+    apply_occlusion,
 )
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
@@ -228,7 +226,7 @@ class FommOutputs:
     deformed: torch.Tensor | None = None
 
 
-class FommGenerator(nn.Module):
+class FommGenerator(OcclusionAwareGenerator):
     """Occlusion-aware generator: encode key frame, warp features, bottleneck, decode."""
 
     def __init__(
@@ -246,43 +244,26 @@ class FommGenerator(nn.Module):
         super().__init__()
         if dense_motion_params is None:
             raise ValueError("FOMM generator needs dense_motion_params")
-        self.dense_motion_network = FommDenseMotion(
-            num_kp=num_kp,
-            num_channels=num_channels,
-            estimate_occlusion_map=estimate_occlusion_map,
-            **dense_motion_params,
+        self.build_trunk(
+            FommDenseMotion(
+                num_kp=num_kp,
+                num_channels=num_channels,
+                estimate_occlusion_map=estimate_occlusion_map,
+                **dense_motion_params,
+            ),
+            num_channels,
+            block_expansion,
+            max_features,
+            num_down_blocks,
+            num_bottleneck_blocks,
         )
-        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.down_blocks = nn.ModuleList(
-            DownBlock2d(
-                min(max_features, block_expansion * 2**i),
-                min(max_features, block_expansion * 2 ** (i + 1)),
-            )
-            for i in range(num_down_blocks)
-        )
-        self.up_blocks = nn.ModuleList(
-            UpBlock2d(
-                min(max_features, block_expansion * 2 ** (num_down_blocks - i)),
-                min(max_features, block_expansion * 2 ** (num_down_blocks - i - 1)),
-            )
-            for i in range(num_down_blocks)
-        )
-        self.bottleneck = nn.Sequential()
-        width = min(max_features, block_expansion * 2**num_down_blocks)
-        for i in range(num_bottleneck_blocks):
-            self.bottleneck.add_module(f"r{i}", ResBlock2d(width))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.align_corners = False
 
-    def set_align_corners(self, value: bool) -> None:
-        self.align_corners = value
-        self.dense_motion_network.align_corners = value
-
     def encode_source(self, source: torch.Tensor) -> FommSource:
-        out = self.first(source)
-        for block in self.down_blocks:
-            out = block(out)
-        return FommSource(source, self.dense_motion_network.downscale(source), out)
+        return FommSource(
+            source, self.dense_motion_network.downscale(source), self.encode_features(source)
+        )
 
     def decode(
         self,
@@ -293,17 +274,12 @@ class FommGenerator(nn.Module):
     ) -> FommOutputs:
         motion = self.dense_motion_network(src.small, kp_driving, kp_source)
         deformation = motion["deformation"]
-        occlusion = motion.get("occlusion_map")
-        out = warp(src.features, deformation, self.align_corners)
-        if occlusion is not None:
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(
-                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
-                )
-            out = out * occlusion
-        out = self.bottleneck(out)
-        for block in self.up_blocks:
-            out = block(out)
+        out = apply_occlusion(
+            warp(src.features, deformation, self.align_corners),
+            motion.get("occlusion_map"),
+            self.align_corners,
+        )
+        out = self.decode_features(out)
         prediction = torch.sigmoid(self.final(out))
         return FommOutputs(
             prediction=prediction,

@@ -37,11 +37,15 @@ from gfvc.models.layers import (
     AntiAliasInterpolation2d,
     DownBlock2d,
     Hourglass,
-    ResBlock2d,
     ResBlock3d,
     SameBlock2d,
     UpBlock2d,
     UpBlock3d,
+    apply_occlusion,
+    down_block_stack,
+    feature_width,
+    res_bottleneck,
+    run_blocks,
 )
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
@@ -425,17 +429,11 @@ class Fv2vGenerator(nn.Module):
             **dense_motion_params,
         )
         self.first = SameBlock2d(image_channel, block_expansion, kernel_size=7, padding=3)
-        downs = []
-        for i in range(num_down_blocks):
-            downs.append(
-                DownBlock2d(
-                    min(max_features, block_expansion * 2**i),
-                    min(max_features, block_expansion * 2 ** (i + 1)),
-                )
-            )
-        self.down_blocks = nn.ModuleList(downs)
+        self.down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
         self.second = nn.Conv2d(
-            min(max_features, block_expansion * 2**num_down_blocks), max_features, kernel_size=1
+            feature_width(block_expansion, max_features, num_down_blocks),
+            max_features,
+            kernel_size=1,
         )
         self.reshape_channel = reshape_channel
         self.reshape_depth = reshape_depth
@@ -445,9 +443,7 @@ class Fv2vGenerator(nn.Module):
         width = block_expansion * 2**num_down_blocks
         self.third = SameBlock2d(max_features, width, kernel_size=3, padding=1, lrelu=True)
         self.fourth = nn.Conv2d(width, width, kernel_size=1)
-        self.resblocks_2d = nn.Sequential()
-        for i in range(num_resblocks):
-            self.resblocks_2d.add_module(f"2dr{i}", ResBlock2d(width))
+        self.resblocks_2d = res_bottleneck(width, num_resblocks, prefix="2dr")
         self.up_blocks = nn.ModuleList(
             UpBlock2d(
                 max(block_expansion, block_expansion * 2 ** (num_down_blocks - i)),
@@ -463,10 +459,7 @@ class Fv2vGenerator(nn.Module):
         self.dense_motion_network.align_corners = value
 
     def encode_source(self, source: torch.Tensor) -> Fv2vSource:
-        out = self.first(source)
-        for block in self.down_blocks:
-            out = block(out)
-        out = self.second(out)
+        out = self.second(run_blocks(self.first(source), self.down_blocks))
         b, _, h, w = out.shape
         feature_3d = self.resblocks_3d(out.view(b, self.reshape_channel, self.reshape_depth, h, w))
         return Fv2vSource(feature_3d, self.dense_motion_network.compress_feature(feature_3d))
@@ -478,16 +471,8 @@ class Fv2vGenerator(nn.Module):
         out = warp(src.feature_3d, motion["deformation"], self.align_corners)
         b, c, d, h, w = out.shape
         out = self.fourth(self.third(out.view(b, c * d, h, w)))
-        occlusion = motion.get("occlusion_map")
-        if occlusion is not None:
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(
-                    occlusion, size=out.shape[2:], mode="bilinear", align_corners=self.align_corners
-                )
-            out = out * occlusion
-        out = self.resblocks_2d(out)
-        for block in self.up_blocks:
-            out = block(out)
+        out = apply_occlusion(out, motion.get("occlusion_map"), self.align_corners)
+        out = run_blocks(self.resblocks_2d(out), self.up_blocks)
         return Fv2vOutputs(
             prediction=torch.sigmoid(self.final(out)),
             deformation=motion["deformation"],

@@ -22,7 +22,14 @@ from torch import nn
 
 from gfvc.errors import InputError
 from gfvc.models.dac import DacGenerator, DacKeypointDetector, DacOptions, KeypointModelMixin
-from gfvc.models.layers import AntiAliasInterpolation2d, DownBlock2d, ResBlock2d, SameBlock2d
+from gfvc.models.layers import (
+    AntiAliasInterpolation2d,
+    ResBlock2d,
+    SameBlock2d,
+    down_block_stack,
+    feature_width,
+    run_blocks,
+)
 from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
@@ -58,15 +65,9 @@ class HdacGenerator(DacGenerator):
         # Registration order defines the state_dict order: rebuild the tail in HDAC's order.
         up_blocks, final = self.up_blocks, self.final
         del self.up_blocks, self.final, self.bottleneck
-        width = self._w(block_expansion, max_features, num_down_blocks)
+        width = feature_width(block_expansion, max_features, num_down_blocks)
         self.base = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
-        self.base_down_blocks = nn.ModuleList(
-            DownBlock2d(
-                self._w(block_expansion, max_features, i),
-                self._w(block_expansion, max_features, i + 1),
-            )
-            for i in range(num_down_blocks)
-        )
+        self.base_down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
         self.main_bottleneck = nn.Sequential(
             *(ResBlock2d(2 * width) for _ in range(num_bottleneck_blocks))
         )
@@ -75,16 +76,11 @@ class HdacGenerator(DacGenerator):
         self.final = final
 
     def encode_base(self, base_layer: torch.Tensor) -> torch.Tensor:
-        out = self.base(base_layer)
-        for block in self.base_down_blocks:
-            out = block(out)
-        return out
+        return run_blocks(self.base(base_layer), self.base_down_blocks)
 
     def render(self, features: torch.Tensor) -> torch.Tensor:
         out = self.bt_output_layer(self.main_bottleneck(features))
-        for block in self.up_blocks:
-            out = block(out)
-        return self.final(out)
+        return self.final(run_blocks(out, self.up_blocks))
 
     def predict_encoded(
         self,

@@ -12,6 +12,7 @@ the linear modes), so ``UpBlock2d`` passes none in that mode.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +27,18 @@ __all__ = [
     "Hourglass",
     "HourglassDecoder",
     "HourglassEncoder",
+    "OcclusionAwareGenerator",
     "ResBlock2d",
     "ResBlock3d",
     "SameBlock2d",
     "UpBlock2d",
     "UpBlock3d",
+    "apply_occlusion",
+    "down_block_stack",
+    "feature_width",
+    "res_bottleneck",
+    "run_blocks",
+    "up_block_stack",
 ]
 
 
@@ -141,20 +149,27 @@ class SameBlock2d(nn.Module):
         return F.leaky_relu(out, 0.01) if self.lrelu else F.relu(out)
 
 
-class ResBlock2d(nn.Module):
-    """Pre-activation residual block: x + conv2(relu(bn2(conv1(relu(bn1(x))))))."""
+class _ResBlock(nn.Module):
+    """Pre-activation residual block (2-D or 3-D by the subclass's ``_conv``/``_norm``)."""
+
+    _conv: type[nn.Module] = nn.Conv2d
+    _norm: type[nn.Module] = nn.BatchNorm2d
 
     def __init__(self, features: int, kernel_size: int = 3, padding: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(features, features, kernel_size=kernel_size, padding=padding)
-        self.conv2 = nn.Conv2d(features, features, kernel_size=kernel_size, padding=padding)
-        self.norm1 = nn.BatchNorm2d(features, affine=True)
-        self.norm2 = nn.BatchNorm2d(features, affine=True)
+        self.conv1 = self._conv(features, features, kernel_size=kernel_size, padding=padding)
+        self.conv2 = self._conv(features, features, kernel_size=kernel_size, padding=padding)
+        self.norm1 = self._norm(features, affine=True)
+        self.norm2 = self._norm(features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
         out = self.conv2(F.relu(self.norm2(out)))
         return out + x
+
+
+class ResBlock2d(_ResBlock):
+    """Pre-activation residual block: x + conv2(relu(bn2(conv1(relu(bn1(x))))))."""
 
 
 class DownBlock3d(nn.Module):
@@ -193,24 +208,115 @@ class UpBlock3d(nn.Module):
         return F.relu(self.norm(self.conv(out)))
 
 
-class ResBlock3d(nn.Module):
+class ResBlock3d(_ResBlock):
     """3-D version of :class:`ResBlock2d`."""
 
-    def __init__(self, features: int, kernel_size: int = 3, padding: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv3d(features, features, kernel_size=kernel_size, padding=padding)
-        self.conv2 = nn.Conv3d(features, features, kernel_size=kernel_size, padding=padding)
-        self.norm1 = nn.BatchNorm3d(features, affine=True)
-        self.norm2 = nn.BatchNorm3d(features, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.norm1(x)))
-        out = self.conv2(F.relu(self.norm2(out)))
-        return out + x
+    _conv = nn.Conv3d
+    _norm = nn.BatchNorm3d
 
 
-def _width(block_expansion: int, max_features: int, level: int) -> int:
+def feature_width(block_expansion: int, max_features: int, level: int) -> int:
     return min(max_features, block_expansion * (2**level))
+
+
+def down_block_stack(block_expansion: int, max_features: int, num_blocks: int) -> nn.ModuleList:
+    """The generators' image encoder: ``num_blocks`` :class:`DownBlock2d`, widths doubling from
+    ``block_expansion`` (capped at ``max_features``)."""
+    return nn.ModuleList(
+        DownBlock2d(
+            feature_width(block_expansion, max_features, i),
+            feature_width(block_expansion, max_features, i + 1),
+        )
+        for i in range(num_blocks)
+    )
+
+
+def up_block_stack(
+    block_expansion: int, max_features: int, num_blocks: int, **kwargs: Any
+) -> nn.ModuleList:
+    """The mirror of :func:`down_block_stack`: ``num_blocks`` :class:`UpBlock2d` (``kwargs`` go
+    to each block)."""
+    return nn.ModuleList(
+        UpBlock2d(
+            feature_width(block_expansion, max_features, num_blocks - i),
+            feature_width(block_expansion, max_features, num_blocks - i - 1),
+            **kwargs,
+        )
+        for i in range(num_blocks)
+    )
+
+
+def res_bottleneck(features: int, num_blocks: int, prefix: str = "r") -> nn.Sequential:
+    """``num_blocks`` :class:`ResBlock2d` registered as ``{prefix}0``, ``{prefix}1`` ..."""
+    out = nn.Sequential()
+    for i in range(num_blocks):
+        out.add_module(f"{prefix}{i}", ResBlock2d(features))
+    return out
+
+
+def run_blocks(x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+    """Apply ``blocks`` in order."""
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+def apply_occlusion(
+    features: torch.Tensor, occlusion: torch.Tensor | None, align_corners: bool
+) -> torch.Tensor:
+    """Multiply ``features`` (B,C,H,W) by the occlusion map (B,1,h,w), resized bilinearly to
+    (H,W) when it differs; ``features`` unchanged when there is no map."""
+    if occlusion is None:
+        return features
+    if occlusion.shape[2:] != features.shape[2:]:
+        occlusion = F.interpolate(
+            occlusion, size=features.shape[2:], mode="bilinear", align_corners=align_corners
+        )
+    return features * occlusion
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """The trunk FOMM, CFTE and the DAC family share: ``first`` -> ``down_blocks`` (key-frame
+    encoder), warp + occlusion (the family's), ``bottleneck`` -> ``up_blocks`` -> ``final``.
+
+    :meth:`build_trunk` registers ``dense_motion_network``, ``first``, ``down_blocks``,
+    ``up_blocks`` and ``bottleneck`` in that order (the checkpoints' key order); the subclass
+    then assigns ``final``.
+    """
+
+    dense_motion_network: nn.Module
+    final: nn.Module
+    align_corners: bool
+
+    def build_trunk(
+        self,
+        dense_motion_network: nn.Module,
+        num_channels: int,
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        num_bottleneck_blocks: int,
+        **up_kwargs: Any,
+    ) -> None:
+        self.dense_motion_network = dense_motion_network
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
+        self.up_blocks = up_block_stack(block_expansion, max_features, num_down_blocks, **up_kwargs)
+        self.bottleneck = res_bottleneck(
+            feature_width(block_expansion, max_features, num_down_blocks), num_bottleneck_blocks
+        )
+
+    def set_align_corners(self, value: bool) -> None:
+        self.align_corners = value
+        self.dense_motion_network.align_corners = value
+
+    def encode_features(self, image: torch.Tensor) -> torch.Tensor:
+        """``first`` then ``down_blocks``: (B,C,H,W) -> (B,C',H/2^n,W/2^n)."""
+        return run_blocks(self.first(image), self.down_blocks)
+
+    def decode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``bottleneck`` then ``up_blocks`` (``final`` not applied)."""
+        return run_blocks(self.bottleneck(features), self.up_blocks)
 
 
 class HourglassEncoder(nn.Module):
@@ -228,8 +334,8 @@ class HourglassEncoder(nn.Module):
         block = DownBlock2d if dims == 2 else DownBlock3d
         self.down_blocks = nn.ModuleList(
             block(
-                in_features if i == 0 else _width(block_expansion, max_features, i),
-                _width(block_expansion, max_features, i + 1),
+                in_features if i == 0 else feature_width(block_expansion, max_features, i),
+                feature_width(block_expansion, max_features, i + 1),
             )
             for i in range(num_blocks)
         )
@@ -262,8 +368,8 @@ class HourglassDecoder(nn.Module):
         for i in reversed(range(num_blocks)):
             mult = 1 if i == num_blocks - 1 else 2
             cin, cout = (
-                mult * _width(block_expansion, max_features, i + 1),
-                _width(block_expansion, max_features, i),
+                mult * feature_width(block_expansion, max_features, i + 1),
+                feature_width(block_expansion, max_features, i),
             )
             ups.append(UpBlock2d(cin, cout, mode=up_mode) if dims == 2 else UpBlock3d(cin, cout))
         self.up_blocks = nn.ModuleList(ups)
