@@ -884,17 +884,8 @@ class SeiReader:
     def _rec_matrices(self, m: GfvMessage) -> list[list[Fraction]]:
         mt = m.matrices
         assert mt is not None
-        vals = [[_element_value(e, mt.precision) for e in els] for els in mt.elements]
-        if mt.pred:
-            ref = self._mat_base if m.cnt == 0 else self._mat_prev
-            if ref is None or [len(x) for x in ref] != [len(x) for x in vals]:
-                raise BitstreamError(
-                    "GFV SEI payload: predicted matrices do not match the sizes of the message "
-                    "they are predicted from"
-                )
-            vals = [
-                [v + p for v, p in zip(a, b, strict=True)] for a, b in zip(vals, ref, strict=True)
-            ]
+        ref = self._mat_base if m.cnt == 0 else self._mat_prev
+        vals = _matrix_values(mt.elements, mt.precision, ref if mt.pred else None, mt.pred, "GFV")
         self._mat_prev = vals
         if m.base_picture:
             self._mat_base = vals
@@ -960,17 +951,8 @@ class SeiReader:
     def _rec_gfve_matrices(self, m: GfveMessage) -> list[list[Fraction]]:
         mt = m.matrices
         assert mt is not None
-        vals = [[_element_value(e, mt.precision) for e in els] for els in mt.elements]
-        if mt.pred:
-            ref = self._gfve_base if m.gfv_cnt == 0 else self._gfve_prev
-            if ref is None or [len(x) for x in ref] != [len(x) for x in vals]:
-                raise BitstreamError(
-                    "GFVE SEI payload: predicted matrices do not match the sizes of the message "
-                    "they are predicted from"
-                )
-            vals = [
-                [v + p for v, p in zip(a, b, strict=True)] for a, b in zip(vals, ref, strict=True)
-            ]
+        ref = self._gfve_base if m.gfv_cnt == 0 else self._gfve_prev
+        vals = _matrix_values(mt.elements, mt.precision, ref if mt.pred else None, mt.pred, "GFVE")
         self._gfve_prev = vals
         if m.base_picture:
             self._gfve_base = vals
@@ -1020,6 +1002,21 @@ class SeiReader:
             self._pupil_base = now
         self._pupil_prev = now
         return p, (left, right)
+
+
+def _matrix_values(
+    elements: list, precision: int, ref: list[list[Fraction]] | None, pred: bool, what: str
+) -> list[list[Fraction]]:
+    """Matrix element values of one message; predicted ones are added to ``ref``'s."""
+    vals = [[_element_value(e, precision) for e in els] for els in elements]
+    if not pred:
+        return vals
+    if ref is None or [len(x) for x in ref] != [len(x) for x in vals]:
+        raise BitstreamError(
+            f"{what} SEI payload: predicted matrices do not match the sizes of the message "
+            "they are predicted from"
+        )
+    return [[v + p for v, p in zip(a, b, strict=True)] for a, b in zip(vals, ref, strict=True)]
 
 
 def _element_value(e: Element, q: int) -> Fraction:
