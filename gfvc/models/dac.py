@@ -334,10 +334,12 @@ class DacModel(KeypointModelMixin, OfficialModel[DacKey]):
     module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
     options_class: ClassVar[type[ModelOptions]] = DacOptions
     options: DacOptions
+    #: The animation network; RDAC reuses everything else with its own generator.
+    generator_class: ClassVar[type[nn.Module]] = DacGenerator
 
     def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
         common = params["common_params"]
-        gen = DacGenerator(**params["generator_params"], **common)
+        gen = self.generator_class(**params["generator_params"], **common)
         kp = DacKeypointDetector(**params["kp_detector_params"], **common)
         gen.set_align_corners(self.options.align_corners)
         self.num_kp = int(common["num_kp"])

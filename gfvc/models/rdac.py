@@ -21,19 +21,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from gfvc.models.dac import (
     DacGenerator,
-    DacKey,
-    DacKeypointDetector,
-    DacOptions,
-    DacOutputs,
-    KeypointModelMixin,
+    DacModel,
 )
-from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
 __all__ = ["RdacGenerator", "RdacModel", "ResidualCoder", "remap_compressai_keys"]
@@ -188,23 +182,16 @@ def remap_compressai_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 @register_motion_model("rdac")
-class RdacModel(KeypointModelMixin, OfficialModel[DacKey]):
-    """RDAC as a gfvc MotionModel: keypoints + animation (the residual layer is not coded)."""
+class RdacModel(DacModel):
+    """RDAC as a gfvc MotionModel: keypoints + animation (the residual layer is not coded).
+
+    Everything but the generator (whose residual coder has compressai's key names) is DAC's.
+    """
 
     model_id: ClassVar[int] = 7
     default_qstep: ClassVar[float] = 128
     family: ClassVar[str] = "rdac"
-    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
-    options_class: ClassVar[type[ModelOptions]] = DacOptions
-    options: DacOptions
-
-    def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
-        common = params["common_params"]
-        gen = RdacGenerator(**params["generator_params"], **common)
-        kp = DacKeypointDetector(**params["kp_detector_params"], **common)
-        gen.set_align_corners(self.options.align_corners)
-        self.num_kp = int(common["num_kp"])
-        return {"kp_detector": kp, "generator": gen}
+    generator_class: ClassVar[type[nn.Module]] = RdacGenerator
 
     def remap_state(
         self, module: str, state: Mapping[str, torch.Tensor]
@@ -213,21 +200,3 @@ class RdacModel(KeypointModelMixin, OfficialModel[DacKey]):
 
     def resizable_buffer(self, module: str, key: str) -> bool:
         return module == "generator" and key.split(".")[-1] in DYNAMIC_BUFFERS
-
-    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> DacKey:
-        return DacKey(self.nets["generator"].encode_reference(key))
-
-    def synthesize_tensor(
-        self, key_frame: np.ndarray, kp_key: torch.Tensor, kp_current: torch.Tensor
-    ) -> DacOutputs:
-        enc = self.key_encoding(key_frame)
-        with torch.inference_mode():
-            return self.nets["generator"].animate_encoded(enc.source, kp_key, kp_current)
-
-    def synthesize(
-        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
-    ) -> np.ndarray:
-        out = self.synthesize_tensor(
-            key_frame, self.from_vector(key_feature), self.from_vector(feature)
-        )
-        return tensor_to_frame(out.prediction, self.options.rounding)
