@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import ClassVar
 
@@ -81,3 +82,33 @@ def moving_frames(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
         img = img[..., None].repeat(3, axis=2) + rng.normal(0, 2, (size, size, 3))
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return out
+
+
+def write_video(path, frames, fps=25):
+    """Write frames with gfvc's own writer (format from the extension); returns the path."""
+    from gfvc.io import VideoWriter
+
+    h, w = frames[0].shape[:2]
+    with VideoWriter(path, fps=Fraction(fps), width=w, height=h) as out:
+        for f in frames:
+            out.write(f)
+    return path
+
+
+def run_cli(*args):
+    """Invoke the gfvc command line in-process with str() of every argument."""
+    from typer.testing import CliRunner
+
+    from gfvc.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(res, pattern):
+    """A user error: non-zero exit, exactly one 'error: ...' line mentioning ``pattern``."""
+    assert res.exit_code != 0, res.output
+    out = res.output.strip()
+    assert "Traceback" not in out, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out
+    assert pattern.lower() in out.lower(), out

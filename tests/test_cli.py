@@ -5,39 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import clip, moving_frames
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, clip, moving_frames
+from conftest import run_cli as run
+from conftest import write_video as write
 
 from gfvc.bitstream.format import VERSION
-from gfvc.cli import app
-from gfvc.io import VideoWriter
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(res, pattern):
-    assert res.exit_code != 0, res.output
-    out = res.output.strip()
-    assert "Traceback" not in out, out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out
-    assert pattern.lower() in out.lower(), out
-
-
-def write(path, frames, fps=25):
-    with VideoWriter(
-        path, fps=Fraction(fps), width=frames[0].shape[1], height=frames[0].shape[0]
-    ) as w:
-        for f in frames:
-            w.write(f)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
-from conftest import ToyModel, ToySentModel, clip, moving_frames
+from conftest import ToyModel, ToySentModel, clip, moving_frames, write_video
 
 from gfvc.bitstream import KEY, SegmentPacker, parse_stream
 from gfvc.codec import Decoder, Encoder, EncodeSettings, decode_file, encode_file, stream_report
 from gfvc.errors import BitstreamError, CheckpointError, GfvcError, InputError
-from gfvc.io import VideoReader, VideoWriter
+from gfvc.io import VideoReader
 from gfvc.keyframe import keyframe_codec
 
 
@@ -77,14 +75,6 @@ def test_closed_encoder_refuses_work():
     enc.close()
     with pytest.raises(GfvcError, match="closed"):
         enc.encode_frame(moving_frames(1)[0])
-
-
-def write_video(path, frames, fps=25):
-    with VideoWriter(
-        path, fps=Fraction(fps), width=frames[0].shape[1], height=frames[0].shape[0]
-    ) as w:
-        for f in frames:
-            w.write(f)
 
 
 def test_file_round_trip_and_bit_accounting(tmp_path):

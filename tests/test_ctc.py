@@ -10,29 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import moving_frames
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, moving_frames, run_cli
 
-from gfvc.cli import app
 from gfvc.errors import InputError
 from gfvc.eval import ctc
 from gfvc.io import VideoWriter
 
-runner = CliRunner()
 N_FRAMES = 10
-
-
-def run_cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(res, pattern):
-    assert res.exit_code != 0, res.output
-    out = res.output.strip()
-    assert "Traceback" not in out, out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out
-    assert pattern.lower() in out.lower(), out
 
 
 def write_rgb(path: Path, frames) -> Path:
