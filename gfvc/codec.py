@@ -135,7 +135,6 @@ class Encoder(_Closable):
 
     def _key_unit(self, frame: np.ndarray) -> bytes:
         picture = self.keyframe.encode(frame)
-        decoded = self.keyframe.decode(picture, self.model.size, self.model.size)
         if self.model.send_key_feature:
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
@@ -143,6 +142,7 @@ class Encoder(_Closable):
             feature = encode_ints_eg(ints)
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
+            decoded = self.keyframe.decode(picture, self.model.size, self.model.size)
             self._predictor = ClosedLoopPredictor.from_float(
                 self.model.analyse_key(decoded), self.qstep
             )

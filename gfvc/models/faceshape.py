@@ -192,6 +192,11 @@ class ShapeModel:
         )
 
     # -- synthesis
+    def template(self, feature: np.ndarray) -> np.ndarray:
+        """The mean face with ``feature``'s expression and pose: a prediction of its points."""
+        s, r, t = _pose_of(feature)
+        return s * (self.mean + np.tensordot(feature[6:], self.basis, axes=1)) @ r.T + t
+
     def animate(
         self, key_pts: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
     ) -> np.ndarray:

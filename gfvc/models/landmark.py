@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gfvc.errors import BitstreamError, CheckpointError, NoFaceError
+from gfvc.errors import BitstreamError, CheckpointError
 from gfvc.models.base import FeatureField, MotionModel
 from gfvc.models.faceshape import LIPS, POINTS, ShapeModel
-from gfvc.models.mesh import OneEuroFilter, border_points, piecewise_affine_maps, triangulate
+from gfvc.models.mesh import LandmarkTracker, border_points, piecewise_affine_maps, triangulate
 from gfvc.models.registry import register_motion_model
 
 INNER_LIPS = (
@@ -199,9 +199,7 @@ class LandmarkModel(MotionModel):
         self.refiner = refiner.eval().to(device) if refiner is not None else None
         self.device = device
         self._weights_id = weights_id
-        self._filter = OneEuroFilter(fps=25.0, min_cutoff=1.0, beta=0.05)
-        self._landmarker = None
-        self._last: np.ndarray | None = None
+        self._tracker = LandmarkTracker(POINTS, dims=3, fps=25.0, min_cutoff=1.0, beta=0.05)
         self._key_pts: np.ndarray | None = None  # encoder: landmarks of the current key frame
         self._dec_key: tuple[np.ndarray, np.ndarray] | None = None  # decoder: key points, triangles
 
@@ -257,22 +255,8 @@ class LandmarkModel(MotionModel):
         return self._weights_id
 
     # -- encoder side
-    def _landmarks(self, frame: np.ndarray) -> np.ndarray:
-        from gfvc.io import FaceLandmarker
-
-        if self._landmarker is None:
-            self._landmarker = FaceLandmarker()
-        lm = self._landmarker(frame)
-        if lm is None:
-            if self._last is None:
-                raise NoFaceError("no face found in the key frame; check the input or its crop")
-            return self._last
-        pts = self._filter(lm[list(POINTS)].astype(np.float64))
-        self._last = pts
-        return pts
-
     def analyse(self, frame: np.ndarray) -> np.ndarray:
-        pts = self._landmarks(frame)
+        pts = self._tracker(frame)
         self._key_pts = pts  # remembered in case this is a key frame
         return self.shape.analyse(pts)
 
@@ -282,17 +266,9 @@ class LandmarkModel(MotionModel):
 
         if self._key_pts is None:
             raise RuntimeError("key_side_info called before analysing the key frame")
-        pred = self.shape.animate(self.shape_key_template(key_feature), key_feature, key_feature)
+        pred = self.shape.template(key_feature)  # the decoder predicts the same points
         q = np.rint((self._key_pts - pred) / KEY_POINT_STEP).astype(np.int64)
         return encode_ints_eg(q.ravel())
-
-    def shape_key_template(self, key_feature: np.ndarray) -> np.ndarray:
-        """Mean face with the key's expression and pose: the prediction of its landmarks."""
-        from gfvc.models.faceshape import _pose_of
-
-        s, r, t = _pose_of(key_feature)
-        canon = self.shape.mean + np.tensordot(key_feature[6:], self.shape.basis, axes=1)
-        return s * canon @ r.T + t
 
     def load_key_side_info(self, data: bytes, key_feature: np.ndarray) -> None:
         from gfvc.features.entropy import decode_ints_eg
@@ -301,13 +277,12 @@ class LandmarkModel(MotionModel):
         if not data:
             raise BitstreamError("key-frame unit lacks the landmark model's key landmarks")
         q = decode_ints_eg(data, n, "key-frame landmarks").reshape(-1, 3)
-        key_pts = self.shape_key_template(key_feature) + q * KEY_POINT_STEP
+        key_pts = self.shape.template(key_feature) + q * KEY_POINT_STEP
         border = border_points(self.size)
         self._dec_key = (key_pts, triangulate(np.concatenate([key_pts[:, :2], border])))
 
     def reset(self) -> None:
-        self._filter.reset()
-        self._last = None
+        self._tracker.reset()
 
     # -- decoder side
     def driving_points(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:

@@ -80,6 +80,49 @@ class OneEuroFilter:
         self._x = self._dx = None
 
 
+class LandmarkTracker:
+    """FaceMesh on every frame, the chosen points, One-Euro smoothed (encoder side).
+
+    Holds the last pose through a frame where no face is found; a first frame without a face
+    is an error. ``dims`` keeps x, y (2) or x, y, z (3) in pixels.
+    """
+
+    def __init__(
+        self,
+        indices: tuple[int, ...],
+        dims: int = 2,
+        smoothing: bool = True,
+        **filter_options: float,
+    ) -> None:
+        self.indices, self.dims, self.smoothing = list(indices), dims, smoothing
+        self._filter = OneEuroFilter(**filter_options)
+        self._landmarker = None
+        self._last: np.ndarray | None = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        from gfvc.io import FaceLandmarker
+
+        if self._landmarker is None:
+            self._landmarker = FaceLandmarker()
+        lm = self._landmarker(frame)
+        if lm is None:
+            if self._last is None:
+                raise NoFaceError(
+                    "no face found in the key frame; check the input or its crop "
+                    "(--no-crop is only for already-aligned faces)"
+                )
+            return self._last
+        pts = lm[self.indices, : self.dims].astype(np.float64)
+        if self.smoothing:
+            pts = self._filter(pts)
+        self._last = pts
+        return pts
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._last = None
+
+
 def border_points(size: int, per_side: int = 4) -> np.ndarray:
     """Fixed anchor points on the frame border (corners included), (M, 2) float."""
     t = np.linspace(0, size - 1, per_side + 1)
@@ -134,10 +177,7 @@ class MeshModel(MotionModel):
 
     def __init__(self, size: int = 256, smoothing: bool = True, fps: float = 25.0) -> None:
         self.size = size
-        self.smoothing = smoothing
-        self._filter = OneEuroFilter(fps=fps)
-        self._landmarker = None
-        self._last: np.ndarray | None = None
+        self._tracker = LandmarkTracker(LANDMARKS, dims=2, smoothing=smoothing, fps=fps)
         self._key_cache: tuple[bytes, np.ndarray, np.ndarray] | None = None
 
     @classmethod
@@ -157,27 +197,10 @@ class MeshModel(MotionModel):
 
     # -- encoder side
     def analyse(self, frame: np.ndarray) -> np.ndarray:
-        from gfvc.io import FaceLandmarker
-
-        if self._landmarker is None:
-            self._landmarker = FaceLandmarker()
-        lm = self._landmarker(frame)
-        if lm is None:
-            if self._last is None:
-                raise NoFaceError(
-                    "no face found in the key frame; pass --no-crop only for aligned faces, or check the input"
-                )
-            pts = self._last  # hold the last pose through a missed detection
-        else:
-            pts = lm[list(LANDMARKS), :2].astype(np.float64)
-            if self.smoothing:
-                pts = self._filter(pts)
-        self._last = pts
-        return pts.reshape(-1).copy()
+        return self._tracker(frame).reshape(-1).copy()
 
     def reset(self) -> None:
-        self._filter.reset()
-        self._last = None
+        self._tracker.reset()
 
     # -- decoder side
     def _key_geometry(self, key_feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
