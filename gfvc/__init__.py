@@ -9,7 +9,5 @@ __version__ = "0.1.0"
 
 #: The model `gfvc encode` and `gfvc demo` use when none is named.
 DEFAULT_MODEL = "landmark"
-#: Their default key-frame QP.
-DEFAULT_QP = 32
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_QP", "__version__"]
+__all__ = ["DEFAULT_MODEL", "__version__"]

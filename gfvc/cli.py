@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gfvc import DEFAULT_MODEL, DEFAULT_QP, __version__
+from gfvc import DEFAULT_MODEL, __version__
 from gfvc.errors import GfvcError, InputError
 
 app = typer.Typer(
@@ -33,6 +33,10 @@ app = typer.Typer(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Device = Annotated[str, typer.Option(help="Torch device for learned models: cpu or cuda.")]
+KeyQp = Annotated[
+    int | None,
+    typer.Option(help="Key-frame QP (default: the key-frame codec's: x265 32, svtav1 40)."),
+]
 Checkpoint = Annotated[
     Path | None, typer.Option(help="Model weights (official .pth.tar or gfvc checkpoint).")
 ]
@@ -122,7 +126,7 @@ def encode(
     model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = DEFAULT_MODEL,
     checkpoint: Checkpoint = None,
     config: Config = None,
-    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = DEFAULT_QP,
+    qp: KeyQp = None,
     qstep: Annotated[
         float | None, typer.Option(help="Feature quantization step (model default if unset).")
     ] = None,
@@ -132,8 +136,11 @@ def encode(
         bool, typer.Option("--no-crop", help="Input is already an aligned face: no face crop.")
     ] = False,
     keyframe_codec: Annotated[
-        str, typer.Option(help="Key-frame codec: x265, svtav1, vvc, lossless.")
-    ] = "x265",
+        str | None,
+        typer.Option(
+            help="Key-frame codec: x265, svtav1, vvc, lossless (default: the model's; svtav1 for landmark, x265 for the others)."
+        ),
+    ] = None,
     keyframe_format: Annotated[
         str, typer.Option(help="Key-frame colour format: yuv420 or rgb444.")
     ] = "yuv420",
@@ -141,6 +148,12 @@ def encode(
         str, typer.Option(help="Feature entropy coder: range or expgolomb.")
     ] = "range",
     gop: Annotated[int | None, typer.Option(help="Send a new key frame every N frames.")] = None,
+    deadzone: Annotated[
+        float | None,
+        typer.Option(
+            help="Encoder dead zone in quantization steps: a value moves only once it has changed by more (0.5 = plain rounding; default: the model's, 0.7 for landmark)."
+        ),
+    ] = None,
     fps: Annotated[
         str | None, typer.Option(help="Frame rate override (e.g. 25 or 30000/1001).")
     ] = None,
@@ -165,6 +178,7 @@ def encode(
             size=coded,
             crop=not no_crop,
             gop=gop,
+            deadzone=deadzone,
             device=device,
             raw_size=raw,
             fps=Fraction(fps) if fps else None,
@@ -303,7 +317,7 @@ def demo(
         "gfvc-demo"
     ),
     model: Annotated[str, typer.Option(help="Motion model.")] = DEFAULT_MODEL,
-    qp: Annotated[int, typer.Option(help="Key-frame QP.")] = DEFAULT_QP,
+    qp: KeyQp = None,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
     quiet: Quiet = False,
 ) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gfvc import DEFAULT_MODEL, DEFAULT_QP
+from gfvc import DEFAULT_MODEL
 from gfvc.bitstream import (
     FEATURE,
     KEY,
@@ -92,6 +92,7 @@ class Encoder(_Closable):
         fps: Fraction = Fraction(25),
         gop: int | None = None,
         segment_units: int = 128,
+        deadzone: float | None = None,
     ) -> None:
         if gop is not None and gop < 1:
             raise InputError("--gop must be at least 1")
@@ -101,6 +102,9 @@ class Encoder(_Closable):
         if not self.qstep > 0:
             raise InputError(f"--qstep must be positive, got {qstep}")
         self.coder = feature_coder(coder, model.dim)
+        self.deadzone = float(model.default_deadzone if deadzone is None else deadzone)
+        if not 0.5 <= self.deadzone < 2:
+            raise InputError(f"--deadzone must be in [0.5, 2) quantization steps, got {deadzone}")
         self.gop = gop
         self.header = StreamHeader(
             model_id=model.model_id,
@@ -152,7 +156,7 @@ class Encoder(_Closable):
 
     def _feature_unit(self, frame: np.ndarray) -> bytes:
         assert self._predictor is not None
-        q = self._predictor.residual(self.model.analyse(frame))
+        q = self._predictor.residual(self.model.analyse(frame), self.deadzone)
         self._predictor.update(q)
         return bytes([FEATURE]) + self.coder.encode(q)
 
@@ -248,8 +252,9 @@ class EncodeSettings:
     checkpoint: str | None = None
     config: str | None = None
     qstep: float | None = None
-    qp: int = DEFAULT_QP
-    keyframe_codec: str = "x265"
+    qp: int | None = None  # None: the key-frame codec's default
+    keyframe_codec: str | None = None  # None: the model's default
+    deadzone: float | None = None  # None: the model's default
     keyframe_format: str = "yuv420"
     coder: str = "range"
     frames: int | None = None
@@ -349,8 +354,22 @@ def make_encoder(s: EncodeSettings, fps: Fraction, model: MotionModel | None = N
     model = model or build_model(
         s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
     )
-    kf = keyframe_codec(s.keyframe_codec, qp=s.qp, fmt=s.keyframe_format)
-    return Encoder(model, kf, qstep=s.qstep, coder=s.coder, fps=fps, gop=s.gop)
+    return Encoder(
+        model,
+        settings_keyframe(s, model),
+        qstep=s.qstep,
+        coder=s.coder,
+        fps=fps,
+        gop=s.gop,
+        deadzone=s.deadzone,
+    )
+
+
+def settings_keyframe(s: EncodeSettings, model: MotionModel) -> KeyframeCodec:
+    """The key-frame codec ``s`` asks for; unset codec and QP fall back to the model's and
+    the codec's defaults."""
+    name = s.keyframe_codec or model.default_keyframe_codec
+    return keyframe_codec(name, qp=s.qp, fmt=s.keyframe_format)
 
 
 def encode_frames(

@@ -164,3 +164,24 @@ def test_segment_packer_and_stream_report_agree():
     data += packer.finish()
     rep = stream_report(data)
     assert rep.frames == 20 and rep.total_bits == 8 * len(data)
+
+
+def test_deadzone_holds_small_moves_and_rounds_larger_ones():
+    from gfvc.features.quant import ClosedLoopPredictor
+
+    p = ClosedLoopPredictor.from_ints(np.zeros(4, np.int64), 1.0)
+    x = np.array([0.55, 0.69, 0.71, -1.4])
+    assert p.residual(x).tolist() == [1, 1, 1, -1]  # plain rounding
+    assert p.residual(x, deadzone=0.7).tolist() == [0, 0, 1, -1]
+
+
+def test_unset_keyframe_codec_and_qp_fall_back_to_model_and_codec_defaults():
+    from gfvc.codec import EncodeSettings, build_model, settings_keyframe
+
+    mesh = build_model("mesh")
+    kf = settings_keyframe(EncodeSettings(model="mesh"), mesh)
+    assert (kf.name, kf.qp) == ("x265", 32)
+    kf = settings_keyframe(EncodeSettings(model="mesh", keyframe_codec="svtav1", qp=50), mesh)
+    assert (kf.name, kf.qp, kf.options["preset"]) == ("svtav1", 50, 4)
+    lm = build_model("landmark")
+    assert settings_keyframe(EncodeSettings(), lm).name == lm.default_keyframe_codec == "svtav1"

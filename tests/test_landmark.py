@@ -156,3 +156,33 @@ def test_ddp_two_processes_gloo(tiny_run, tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "run" / "landmark.pt").exists()
+
+
+def test_refiner_moves_pixels_and_paints_only_near_mouth_and_eyes():
+    """The decoding fast path (head on the gated box) equals the training path, and outside the
+    grown mouth/eye regions the frame is the key re-sampled through the corrected grid."""
+    import torch
+
+    from gfvc.models.landmark import IN_CHANNELS, Refiner
+
+    torch.manual_seed(0)
+    net = Refiner(width=8)
+    for p in net.parameters():  # non-zero heads: a trained net, not the identity start
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.rand(1, IN_CHANNELS, 128, 128)
+    x[:, 6:9] = 0
+    x[:, 6, 80:90, 50:70] = 1  # a mouth
+    key = torch.rand(1, 3, 128, 128)
+    ident = torch.stack(
+        torch.meshgrid(*(torch.linspace(-1 + 1 / 128, 1 - 1 / 128, 128),) * 2, indexing="xy"), -1
+    )[None]
+    with torch.no_grad():
+        net.train()
+        full, alpha_full = net(x, key, ident)
+        net.eval()
+        fast, alpha_fast = net(x, key, ident)
+    assert torch.allclose(full, fast, atol=1e-5)
+    assert torch.allclose(alpha_full, alpha_fast, atol=1e-6)
+    assert alpha_full[0, 0, 80:90, 50:70].min() > 0
+    assert alpha_full[0, 0, :40].abs().max() == 0  # far from the mouth nothing is painted
+    assert not torch.allclose(full[..., :40, :], key[..., :40, :], atol=1e-3)  # but pixels moved

@@ -57,7 +57,7 @@ _TOP_KEYS = {
 }  # fmt: skip
 _GFVC_KEYS = {
     "model", "checkpoint", "config", "qstep", "keyframe_codec", "keyframe_format", "coder",
-    "gop", "device",
+    "gop", "device", "deadzone",
 }  # fmt: skip
 _ANCHOR_KEYS = {"codec", "preset"}
 #: Metrics shown in strip captions, and used to find the anchor of "similar quality".
@@ -187,6 +187,7 @@ class CtcConfig:
             "strip_frame": self.strip_frame,
             "sequence": job.sequence.name,
             "codec": [job.codec.kind, sorted(job.codec.options.items())],
+            "weights": _weights_identity(job.codec),
             "qp": job.qp,
         }
         return hashlib.sha1(json.dumps(d, default=str).encode()).hexdigest()[:16]
@@ -194,6 +195,24 @@ class CtcConfig:
     def crop_id(self) -> str:
         d = [self.frames, self.size, self.crop, self.raw_size]
         return hashlib.sha1(json.dumps(d).encode()).hexdigest()[:10]
+
+
+def _weights_identity(codec: CodecSpec) -> str | None:
+    """Digest of the weights file a gfvc codec decodes with (its checkpoint, or the model's
+    packaged default), so retrained weights rerun the job instead of reusing stale rows."""
+    if codec.kind != GFVC:
+        return None
+    from gfvc.models import model_class
+
+    path = codec.options.get("checkpoint")
+    if path is None:
+        path = model_class(str(codec.options.get("model", DEFAULT_MODEL))).default_checkpoint()
+    p = Path(str(path)).expanduser() if path else None
+    if p is None or not p.is_file():
+        return None
+    if p.stat().st_size > 64 << 20:  # big official checkpoints: size and time, not content
+        return f"{p.stat().st_size}:{p.stat().st_mtime_ns}"
+    return hashlib.sha1(p.read_bytes()).hexdigest()[:16]
 
 
 def _is_int(v: Any) -> bool:
@@ -256,10 +275,10 @@ def _codec_spec(c: Any, i: int) -> CodecSpec:
         from gfvc.keyframe import keyframe_codec
         from gfvc.models import model_class
 
-        model_class(str(options.get("model", DEFAULT_MODEL)))
+        cls = model_class(str(options.get("model", DEFAULT_MODEL)))
         for q in qps:
             keyframe_codec(
-                str(options.get("keyframe_codec", "x265")),
+                str(options.get("keyframe_codec") or cls.default_keyframe_codec),
                 qp=q,
                 fmt=options.get("keyframe_format", "yuv420"),
             )
@@ -375,11 +394,12 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
             config=o.get("config"),
             qstep=o.get("qstep"),
             qp=job.qp,
-            keyframe_codec=o.get("keyframe_codec", "x265"),
+            keyframe_codec=o.get("keyframe_codec"),
             keyframe_format=o.get("keyframe_format", "yuv420"),
             coder=o.get("coder", "range"),
             size=cfg.size,
             gop=o.get("gop"),
+            deadzone=o.get("deadzone"),
             device=o.get("device", "cpu"),
         )
         model = build_model(

@@ -186,7 +186,9 @@ class AdaptiveRangeCoder(FeatureCoder):
         return np.where(np.abs(q) <= _K, q + _K, _ESC).astype(np.int32)
 
     # -- coding
-    def _encode_words(self, q: np.ndarray, buckets: np.ndarray, symbols: np.ndarray, models: list) -> np.ndarray:
+    def _encode_words(
+        self, q: np.ndarray, buckets: np.ndarray, symbols: np.ndarray, models: list
+    ) -> np.ndarray:
         import constriction
 
         enc = constriction.stream.queue.RangeEncoder()
@@ -259,7 +261,9 @@ class AdaptiveRangeCoder(FeatureCoder):
         esc = q[symbols == _ESC]
         return bits + float(sum(1 + 2 * int(abs(v) - _K).bit_length() - 1 for v in esc))
 
-    def _shortest(self, full: bytes, q: np.ndarray, buckets: np.ndarray, models: list, ideal_bits: float) -> bytes:
+    def _shortest(
+        self, full: bytes, q: np.ndarray, buckets: np.ndarray, models: list, ideal_bits: float
+    ) -> bytes:
         """Drop the flush bytes the decoder does not need (it reads zeros past the end).
 
         A range coder's flush writes its whole state, but any number inside the final

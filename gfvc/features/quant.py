@@ -60,9 +60,15 @@ class ClosedLoopPredictor:
     def reconstruction(self) -> np.ndarray:
         return self.base + dequantize(self.acc, self.qstep)
 
-    def residual(self, feature: np.ndarray) -> np.ndarray:
-        """Encoder: integer residual of ``feature`` against the current reconstruction."""
-        return quantize(np.asarray(feature, dtype=np.float64) - self.reconstruction, self.qstep)
+    def residual(self, feature: np.ndarray, deadzone: float = 0.5) -> np.ndarray:
+        """Encoder: integer residual of ``feature`` against the current reconstruction.
+
+        ``deadzone`` (in steps, 0.5 = plain rounding) keeps a value where it is until it has
+        moved more than that: landmark jitter then costs no bits. An encoder-only choice; the
+        decoder just adds what it receives."""
+        d = (np.asarray(feature, dtype=np.float64) - self.reconstruction) * self.qstep
+        q = np.rint(d).astype(np.int64)
+        return np.where(np.abs(d) <= deadzone, 0, q) if deadzone > 0.5 else q
 
     def update(self, q: np.ndarray) -> np.ndarray:
         """Both sides: add a decoded residual; returns the new reconstruction."""

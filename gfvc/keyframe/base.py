@@ -35,9 +35,13 @@ class KeyframeCodec(abc.ABC):
     qp_range: ClassVar[tuple[int, int] | None] = (0, 51)
     formats: ClassVar[tuple[str, ...]] = FORMATS
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: QP used when the user gives none.
+    default_qp: ClassVar[int] = 32
 
-    def __init__(self, qp: int = 32, fmt: KeyframeFormat = "yuv420", **options: Any) -> None:
-        self.qp = check_qp(self.name, qp, self.qp_range)
+    def __init__(
+        self, qp: int | None = None, fmt: KeyframeFormat = "yuv420", **options: Any
+    ) -> None:
+        self.qp = check_qp(self.name, self.default_qp if qp is None else qp, self.qp_range)
         self.fmt = check_format(self.name, fmt, self.formats)
         self.options = merge_options(self.name, self.option_defaults, options)
 

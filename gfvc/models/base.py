@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -60,11 +61,20 @@ class MotionModel(abc.ABC):
     #: quantization grid) instead of being re-derived from the decoded key frame at the
     #: decoder. Needed whenever analysis can differ between machines (mediapipe, float CNNs).
     send_key_feature: ClassVar[bool] = True
+    #: Encoder dead zone in quantization steps (0.5: plain rounding, the reference).
+    default_deadzone: ClassVar[float] = 0.5
+    #: Key-frame codec used when the user names none.
+    default_keyframe_codec: ClassVar[str] = "x265"
 
     #: Frame side length in pixels (square frames).
     size: int = 256
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def default_checkpoint(cls) -> Path | None:
+        """The packaged weights ``create`` loads when given no checkpoint (None: none)."""
+        return None
+
     @classmethod
     @abc.abstractmethod
     def create(

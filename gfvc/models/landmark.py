@@ -9,16 +9,18 @@ Synthesis::
 
     key landmarks --(change of expression, new pose)--> driving landmarks
     key frame --piecewise-affine warp (key -> driving landmarks)--> warped
-    [warped, key frame, driving mouth/eye masks] --refiner U-Net--> residual, alpha
-    output = warped + alpha * residual
+    [warped, key, mouth/eye masks, motion] --refiner U-Net--> grid correction, residual, alpha
+    output = key frame re-sampled through (mesh grid + correction) + alpha * residual
 
-The refiner is a small depthwise-separable U-Net trained on CPU (``gfvc train``); it fixes
-what a warp cannot: the mouth interior, eyes, occlusion edges. Everything the decoder derives
+The refiner is a small depthwise-separable U-Net trained on CPU (``gfvc train``). It moves
+key-frame pixels rather than painting new ones (painting under L1/SSIM losses blurs), and
+paints only in the grown mouth and eye regions, which a warp of the key frame cannot serve. Everything the decoder derives
 is computed from transmitted integers, so encoder and decoder agree exactly on the features.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from importlib import resources
 from pathlib import Path
@@ -93,15 +95,28 @@ class DSRes(nn.Module):
         return F.leaky_relu(x + self.b(self.a(x)), 0.1)
 
 
-class Refiner(nn.Module):
-    """U-Net on [warped, key, masks] (9 channels) -> residual (3) and alpha (1), same size.
+_T, _Fmt = torch.Tensor, torch.memory_format
+FLOW_SCALE = 0.05  # flow head units -> normalised grid units (1.0 = 6.4 px at 256x256)
+IN_CHANNELS = 11  # warped RGB, key RGB, 3 region masks, 2 motion channels
 
-    The U-Net runs at half resolution (motion and context are low-frequency); a light
-    full-resolution head sees the input again, so edges stay sharp. Shapes: input
-    (B, 9, H, W) float in [0, 1] with H, W multiples of 32; output (B, 4, H, W).
+
+class Refiner(nn.Module):
+    """Corrects the mesh warp where a warp can be corrected, and paints only where it cannot.
+
+    A U-Net (half resolution in, quarter out) looks at [warped, key, masks, motion] and predicts a smooth
+    correction of the sampling grid: the key frame is re-sampled through it, so texture stays
+    as sharp as in the key frame (a network asked to paint pixels under L1/SSIM learns to
+    blur: runs v0 and v1, docs/landmark.md). A light full-resolution head then adds a residual
+    whose blending weight is gated to the mouth and eyes (dilated), the regions a warp of the
+    key frame cannot serve (teeth, tongue, eye openings).
+
+    Shapes: ``x`` (B, 11, h, w) with h, w multiples of 32; ``key`` (B, 3, H, W) the whole key
+    frame in [0, 1]; ``grid`` (B, h, w, 2) the mesh warp's sampling grid for the pixels of
+    ``x`` (normalised, align_corners=False). Returns the frame (B, 3, h, w) and the blending
+    weight (B, 1, h, w).
     """
 
-    def __init__(self, width: int = 24, in_ch: int = 9) -> None:
+    def __init__(self, width: int = 24, in_ch: int = IN_CHANNELS) -> None:
         super().__init__()
         w = [width, width * 2, width * 4, width * 6, width * 8]
         self.stem = nn.Sequential(nn.Conv2d(in_ch, w[0], 3, 2, 1), nn.LeakyReLU(0.1, inplace=True))
@@ -109,31 +124,84 @@ class Refiner(nn.Module):
             nn.Sequential(DSConv(w[i], w[i + 1], stride=2), DSRes(w[i + 1])) for i in range(4)
         )
         self.mid = nn.Sequential(DSRes(w[4]), DSRes(w[4]))
-        self.up = nn.ModuleList(
-            nn.Sequential(DSConv(w[i + 1] + w[i], w[i]), DSRes(w[i])) for i in reversed(range(4))
+        self.up = nn.ModuleList(  # decodes back to a quarter of the resolution only
+            nn.Sequential(DSConv(w[i + 1] + w[i], w[i]), DSRes(w[i])) for i in (3, 2, 1)
         )
-        self.full = DSConv(w[0] + in_ch, 16)
+        self.flow = nn.Conv2d(w[1], 2, 3, 1, 1)
+        self.context = nn.Conv2d(w[1], 8, 1)  # few channels cross to full resolution
+        self.full = DSConv(8 + 3 + 3, 16)  # context, re-warped RGB, masks
         self.head = nn.Conv2d(16, 4, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for conv in (self.flow, self.head):  # start as the plain warp
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key: torch.Tensor, grid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = (  # keep one memory format throughout: mixing costs 5x on the 1x1 convs
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
         skips = [self.stem(x)]
         for d in self.down:
             skips.append(d(skips[-1]))
         y = self.mid(skips.pop())
+        skips.pop(0)  # the half-resolution stem output only feeds the encoder
         for u in self.up:
             s = skips.pop()
             y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            y = u(torch.cat([y, s], 1))
-        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(self.full(torch.cat([y, x], 1)))
+            y = u(torch.cat([y, s], 1).contiguous(memory_format=fmt))
+        size = x.shape[-2:]
+        flow = F.interpolate(self.flow(y), size=size, mode="bilinear", align_corners=False)
+        g = grid + FLOW_SCALE * flow.permute(0, 2, 3, 1)
+        rewarped = F.grid_sample(
+            key, g, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        masks = x[:, 6:9]
+        gate = paint_gate(masks)
+        if self.training or x.shape[0] != 1:
+            return self._paint(y, rewarped, masks, gate, fmt)
+        return self._paint_where_gated(y, rewarped, masks, gate, fmt)
+
+    def _paint(self, y: _T, rewarped: _T, masks: _T, gate: _T, fmt: _Fmt) -> tuple[_T, _T]:
+        """Full-resolution head: residual blended in with a gated weight."""
+        ctx = F.interpolate(
+            self.context(y), size=rewarped.shape[-2:], mode="bilinear", align_corners=False
+        )
+        out = self.head(
+            self.full(torch.cat([ctx, rewarped, masks], 1).contiguous(memory_format=fmt))
+        )
+        alpha = torch.sigmoid(out[:, 3:4] - 2.0) * gate
+        return (rewarped + alpha * F.hardtanh(out[:, :3])).clamp(0, 1), alpha
+
+    def _paint_where_gated(
+        self, y: _T, rewarped: _T, masks: _T, gate: _T, fmt: _Fmt
+    ) -> tuple[_T, _T]:
+        """``_paint`` on the box around the non-zero gate only (decoding, one frame): the gate
+        is exactly zero elsewhere, so the frame there is the re-warped key. A margin of two
+        quarter-resolution pixels keeps the upsampling and 3x3 edges out of the box."""
+        frame, alpha = rewarped.clamp(0, 1), torch.zeros_like(gate)
+        rows, cols = torch.nonzero(gate[0, 0] > 0, as_tuple=True)
+        if len(rows) == 0:
+            return frame, alpha
+        qh, qw = y.shape[-2:]
+        y0, y1 = max(0, int(rows.min()) // 4 - 2), min(qh, int(rows.max()) // 4 + 3)
+        x0, x1 = max(0, int(cols.min()) // 4 - 2), min(qw, int(cols.max()) // 4 + 3)
+        box = (..., slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1))
+        sub, sub_alpha = self._paint(
+            y[..., y0:y1, x0:x1], rewarped[box], masks[box], gate[box], fmt
+        )
+        frame[box], alpha[box] = sub, sub_alpha
+        return frame, alpha
 
 
-def compose(warped: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Final frame from the warp and the refiner output (both (B, C, H, W), [0, 1])."""
-    residual, alpha = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:4] - 2.0)
-    return (warped + alpha * residual).clamp(0, 1)
+def paint_gate(masks: torch.Tensor) -> torch.Tensor:
+    """(B, 1, h, w) soft union of the region masks grown by about 8 pixels (computed at a
+    quarter of the resolution: a 17x17 max-pool at full size costs 30 ms)."""
+    m = F.avg_pool2d(masks.amax(1, keepdim=True), 4)
+    m = F.avg_pool2d(F.max_pool2d(m, 5, 1, 2), 3, 1, 1, count_include_pad=False)
+    return F.interpolate(m, size=masks.shape[-2:], mode="bilinear", align_corners=False)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -150,13 +218,31 @@ def region_masks(pts2d: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
+def sampling_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 grid for ``grid_sample`` (align_corners=False) from cv2 remap maps
+    (pixel centres at integer coordinates)."""
+    h, w = map_x.shape
+    return np.stack([(2 * map_x + 1) / w - 1, (2 * map_y + 1) / h - 1], axis=-1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def identity_grid(h: int, w: int) -> np.ndarray:
+    """The sampling grid that moves nothing (read-only, shared)."""
+    g = sampling_grid(*np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+    g.flags.writeable = False
+    return g
+
+
 def warp_inputs(
     key_frame: np.ndarray,
     key_pts: np.ndarray,
     drv_pts: np.ndarray,
     triangles: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Warp the key frame onto the driving landmarks; returns (warped uint8, masks (3, H, W))."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warp the key frame onto the driving landmarks.
+
+    Returns the warped frame (uint8), the driving frame's region masks (3, H, W) and the
+    warp's sampling grid (H, W, 2), which the refiner corrects."""
     import cv2
 
     size = key_frame.shape[0]
@@ -166,13 +252,22 @@ def warp_inputs(
     tris = triangulate(src) if triangles is None else triangles
     mx, my = piecewise_affine_maps(src, dst, tris, size)
     warped = cv2.remap(key_frame, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return warped, region_masks(drv_pts[:, :2], size)
+    return warped, region_masks(drv_pts[:, :2], size), sampling_grid(mx, my)
 
 
-def network_input(warped: np.ndarray, key_frame: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(9, H, W) float32: warped RGB, key RGB (both in [0, 1]), 3 masks."""
+def network_input(
+    warped: np.ndarray, key_frame: np.ndarray, masks: np.ndarray, grid: np.ndarray
+) -> np.ndarray:
+    """(11, H, W) float32: warped RGB, key RGB (both in [0, 1]), 3 masks, and the warp's
+    displacement (grid minus identity, x4 so a quarter-frame move reads as 1)."""
     rgb = np.concatenate([warped, key_frame], axis=2).transpose(2, 0, 1).astype(np.float32) / 255
-    return np.concatenate([rgb, masks], axis=0)
+    motion = 4 * (grid - identity_grid(*grid.shape[:2])).transpose(2, 0, 1)
+    return np.concatenate([rgb, masks, motion], axis=0)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255)
 
 
 # ----------------------------------------------------------------------------- model
@@ -184,6 +279,8 @@ class LandmarkModel(MotionModel):
 
     model_id: ClassVar[int] = 8
     default_qstep: ClassVar[float] = 1.0  # 1 degree / 1 pixel / 1 % steps
+    default_deadzone: ClassVar[float] = 0.7  # -16 to -25 % feature bits, +0.03 px mean error
+    default_keyframe_codec: ClassVar[str] = "svtav1"  # ~10 % fewer key bits than x265
     send_key_feature: ClassVar[bool] = True
 
     def __init__(
@@ -204,10 +301,14 @@ class LandmarkModel(MotionModel):
         self._dec_key: tuple[np.ndarray, np.ndarray] | None = None  # decoder: key points, triangles
 
     @classmethod
+    def default_checkpoint(cls) -> Path | None:
+        return data_file("landmark.pt")
+
+    @classmethod
     def create(cls, *, checkpoint=None, config=None, device="cpu", size=256) -> LandmarkModel:
         if size != 256:
             raise CheckpointError("the landmark model is trained at 256x256; use --size 256")
-        path = Path(checkpoint) if checkpoint else data_file("landmark.pt")
+        path = Path(checkpoint) if checkpoint else cls.default_checkpoint()
         if not path.exists():
             raise CheckpointError(
                 f"landmark model weights not found at {path}; train them with `gfvc train` or pass --checkpoint"
@@ -299,9 +400,12 @@ class LandmarkModel(MotionModel):
             )
         key_pts, tris = self._dec_key
         drv = self.shape.animate(key_pts, key_feature, np.asarray(feature, dtype=np.float64))
-        warped, masks = warp_inputs(key_frame, key_pts, drv, tris)
+        warped, masks, grid = warp_inputs(key_frame, key_pts, drv, tris)
         if self.refiner is None:
             return warped
-        x = torch.from_numpy(network_input(warped, key_frame, masks))[None].to(self.device)
-        y = compose(x[:, :3], self.refiner(x.contiguous(memory_format=torch.channels_last)))
+        dev = self.device
+        x = torch.from_numpy(network_input(warped, key_frame, masks, grid))[None].to(dev)
+        key = to_tensor(key_frame)[None].to(dev)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y, _ = self.refiner(x, key, torch.from_numpy(grid)[None].to(dev))
         return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().cpu().numpy()

@@ -25,7 +25,7 @@ import torch
 
 from gfvc.errors import InputError
 from gfvc.models.faceshape import POINTS, ShapeModel, fit_shape_model
-from gfvc.models.landmark import KEY_POINT_STEP, Refiner, compose, network_input, warp_inputs
+from gfvc.models.landmark import KEY_POINT_STEP, Refiner, network_input, to_tensor, warp_inputs
 from gfvc.train.data import build_cache, cached_clips, identity_groups, load_clip
 
 
@@ -102,7 +102,7 @@ class PairSampler:
         self.shape, self.cfg = shape, cfg
         self.rng = np.random.default_rng(seed)
 
-    def pair(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def pair(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         import cv2
 
         rng, cfg = self.rng, self.cfg
@@ -127,7 +127,7 @@ class PairSampler:
         fd = np.rint(self.shape.analyse(dp) * cfg.qstep) / cfg.qstep
         kq = np.rint(kp / KEY_POINT_STEP) * KEY_POINT_STEP
         drv = self.shape.animate(kq, fk, fd)
-        warped, masks = warp_inputs(key, kq, drv)
+        warped, masks, grid = warp_inputs(key, kq, drv)
         # same colour change on input and target, so the net does not learn a colour cast
         if rng.random() < 0.5:
             gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
@@ -135,23 +135,26 @@ class PairSampler:
                 np.clip(a.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
                 for a in (key, warped, target)
             )
-        return warped, key, masks, target
+        return warped, key, masks, grid, target
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xs, ts, ws = [], [], []
+    def batch(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` pairs: network input ``x``, target ``t`` and loss weight ``w`` (training crops),
+        the whole key frame ``key`` and the warp's sampling ``grid`` for the crop's pixels."""
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "w", "key", "grid")}
         for _ in range(n):
-            warped, key, masks, target = self.pair()
-            x = network_input(warped, key, masks)
+            warped, key, masks, grid, target = self.pair()
+            x = network_input(warped, key, masks, grid)
             t = target.transpose(2, 0, 1).astype(np.float32) / 255
             w = 1 + 4 * masks[0:1] + 2 * (masks[1:2] + masks[2:3])
+            g = grid.transpose(2, 0, 1)
             if self.cfg.crop < x.shape[-1]:
                 y0, x0 = self._crop_origin(masks[0], x.shape[-1])
                 k = self.cfg.crop
-                x, t, w = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w))
-            xs.append(x)
-            ts.append(t)
-            ws.append(w)
-        return tuple(torch.from_numpy(np.stack(a)) for a in (xs, ts, ws))  # type: ignore[return-value]
+                x, t, w, g = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w, g))
+            for name, a in (("x", x), ("t", t), ("w", w), ("grid", g.transpose(1, 2, 0))):
+                rows[name].append(np.ascontiguousarray(a))
+            rows["key"].append(to_tensor(key).numpy())
+        return {k: torch.from_numpy(np.stack(v)) for k, v in rows.items()}
 
     def _crop_origin(self, mouth: np.ndarray, size: int) -> tuple[int, int]:
         """Training crop: around the mouth (where the work is) most of the time."""
@@ -218,25 +221,39 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+def sharpness(img: torch.Tensor) -> torch.Tensor:
+    """Mean absolute horizontal + vertical gradient: falls when a network blurs."""
+    return (img[..., 1:, :] - img[..., :-1, :]).abs().mean() + (
+        img[..., :, 1:] - img[..., :, :-1]
+    ).abs().mean()
+
+
 @torch.no_grad()
-def validate(
-    net: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-) -> dict[str, float]:
+def validate(net: torch.nn.Module, pairs: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Refined vs warp-only on held-out people: L1, MS-SSIM, and sharpness relative to the
+    real frame (1.0 = as sharp as the target; the blurring runs v0/v1 fell below the warp)."""
     from pytorch_msssim import ms_ssim
 
     net.eval()
-    l1s, ms_ref, ms_warp = [], [], []
-    for x, t, _ in pairs:
-        y = compose(x[:, :3], net(x))
-        l1s.append(float((y - t).abs().mean()))
-        ms_ref.append(float(ms_ssim(y, t, data_range=1.0)))
-        ms_warp.append(float(ms_ssim(x[:, :3], t, data_range=1.0)))
+    rows = []
+    for b in pairs:
+        y, _ = net(b["x"], b["key"], b["grid"])
+        warp, t = b["x"][:, :3], b["t"]
+        rows.append(
+            (
+                float((y - t).abs().mean()),
+                float((warp - t).abs().mean()),
+                float(ms_ssim(y, t, data_range=1.0)),
+                float(ms_ssim(warp, t, data_range=1.0)),
+                float(sharpness(y) / sharpness(t)),
+                float(sharpness(warp) / sharpness(t)),
+            )
+        )
     net.train()
-    return {
-        "val_l1": float(np.mean(l1s)),
-        "val_ms_ssim": float(np.mean(ms_ref)),
-        "val_ms_ssim_warp_only": float(np.mean(ms_warp)),
-    }
+    m = np.mean(rows, axis=0)
+    names = ("val_l1", "val_l1_warp_only", "val_ms_ssim", "val_ms_ssim_warp_only")
+    names += ("val_sharpness", "val_sharpness_warp_only")
+    return {k: float(v) for k, v in zip(names, m, strict=True)}
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -298,13 +315,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     )
     t_start, t_last, seen = time.time(), time.time(), 0
     while step < cfg.steps:
-        x, t, w = sampler.batch(cfg.batch)
-        x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        y = compose(x[:, :3], out)
-        loss, parts = loss_fn(y, t, w)
-        # the warp is right almost everywhere: make every use of the refiner pay a little
-        alpha = torch.sigmoid(out[:, 3:4] - 2.0).mean()
+        b = sampler.batch(cfg.batch)
+        x = b["x"].contiguous(memory_format=torch.channels_last)
+        y, alpha_map = model(x, b["key"], b["grid"])
+        loss, parts = loss_fn(y, b["t"], b["w"])
+        # painting is confined to mouth and eyes; inside them it still pays a little
+        alpha = alpha_map.mean()
         loss = loss + cfg.alpha_cost * alpha
         parts["alpha"] = float(alpha.detach())
         opt.zero_grad(set_to_none=True)
@@ -318,11 +334,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             if step % 20 == 0:
                 dt = time.time() - t_last
                 log(
-                    f"step {step}/{cfg.steps} loss {float(loss):.4f} l1 {parts['l1']:.4f} ssim-loss {parts['ssim_loss']:.4f} alpha {parts['alpha']:.3f} lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
+                    f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} l1 {parts['l1']:.4f} ssim-loss {parts['ssim_loss']:.4f} alpha {parts['alpha']:.3f} lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
                 )
                 _append(
                     run / "log.jsonl",
-                    {"step": step, "loss": float(loss), **parts, "time": time.time()},
+                    {"step": step, "loss": float(loss.detach()), **parts, "time": time.time()},
                 )
                 t_last, seen = time.time(), 0
             if step % cfg.val_every == 0 or step == cfg.steps:
@@ -365,7 +381,9 @@ def save_checkpoint(
     os.replace(tmp, run / "last.pt")
 
 
-def export(net: torch.nn.Module | None, shape: ShapeModel, cfg: TrainConfig, out: Path, step: int) -> None:
+def export(
+    net: torch.nn.Module | None, shape: ShapeModel, cfg: TrainConfig, out: Path, step: int
+) -> None:
     """Release file: plain tensors and lists only (loads with weights_only=True).
 
     ``net=None`` writes a warp-only release (shape model, no refiner)."""
@@ -373,7 +391,9 @@ def export(net: torch.nn.Module | None, shape: ShapeModel, cfg: TrainConfig, out
         "format": "gfvc-landmark-1",
         "step": step,
         "refiner_config": {"width": cfg.width},
-        "refiner": None if net is None else {k: v.detach().clone() for k, v in net.state_dict().items()},
+        "refiner": None
+        if net is None
+        else {k: v.detach().clone() for k, v in net.state_dict().items()},
         "shape": {
             "mean": torch.from_numpy(shape.mean),
             "basis": torch.from_numpy(shape.basis),
@@ -411,24 +431,22 @@ def plot_curves(run: Path) -> None:
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     tr = [r for r in rows if "loss" in r]
     va = [r for r in rows if "val_l1" in r]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     if tr:
         ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8, label="train loss")
         ax[0].set_xlabel("step")
         ax[0].legend()
-    if va:
-        ax[1].plot(
-            [r["step"] for r in va], [r["val_ms_ssim"] for r in va], marker="o", label="refined"
-        )
-        ax[1].plot(
-            [r["step"] for r in va],
-            [r["val_ms_ssim_warp_only"] for r in va],
-            ls="--",
-            label="warp only",
-        )
-        ax[1].set_xlabel("step")
-        ax[1].set_ylabel("validation MS-SSIM (unseen people)")
-        ax[1].legend()
+    steps = [r["step"] for r in va]
+    for a, key, label in (
+        (ax[1], "val_ms_ssim", "validation MS-SSIM (unseen people)"),
+        (ax[2], "val_sharpness", "sharpness / real frame's (unseen people)"),
+    ):
+        if va and key in va[0]:
+            a.plot(steps, [r[key] for r in va], marker="o", label="refined")
+            a.plot(steps, [r[key + "_warp_only"] for r in va], ls="--", label="warp only")
+            a.set_xlabel("step")
+            a.set_ylabel(label)
+            a.legend()
     fig.tight_layout()
     fig.savefig(run / "curves.png", dpi=100)
     plt.close(fig)
