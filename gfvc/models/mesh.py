@@ -19,6 +19,7 @@ cannot create (mouth interior, teeth, eyes closing, hair against moving backgrou
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -158,13 +159,25 @@ def piecewise_affine_maps(
         cv2.fillConvexPoly(tri_map, dst_fixed[tri], int(t), lineType=cv2.LINE_8, shift=4)
     d = np.concatenate([dst_pts[triangles], np.ones((len(triangles), 3, 1))], axis=2)  # (T, 3, 3)
     s = src_pts[triangles]  # (T, 3, 2)
-    affine = np.linalg.pinv(d) @ s  # (T, 3, 2): [x y 1] @ A = source xy
+    try:
+        affine = np.linalg.solve(d, s)  # (T, 3, 2): [x y 1] @ A = source xy
+    except np.linalg.LinAlgError:  # a degenerate (flat) triangle: least squares instead
+        affine = np.linalg.pinv(d) @ s
+    # Pixels outside every triangle get the identity transform (an extra last entry).
+    affine = np.concatenate([affine, [[[1, 0], [0, 1], [0, 0]]]]).astype(np.float32)
+    idx = np.where(tri_map >= 0, tri_map, len(affine) - 1)
+    ys, xs = _pixel_grid(size)
+    coef = np.take(affine.reshape(-1, 6), idx, axis=0)  # (H, W, 6)
+    map_x = xs * coef[..., 0] + ys * coef[..., 2] + coef[..., 4]
+    map_y = xs * coef[..., 1] + ys * coef[..., 3] + coef[..., 5]
+    return map_x, map_y
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    inside = tri_map >= 0
-    a = affine[np.maximum(tri_map, 0)].astype(np.float32)  # (H, W, 3, 2)
-    map_x = np.where(inside, xs * a[..., 0, 0] + ys * a[..., 1, 0] + a[..., 2, 0], xs)
-    map_y = np.where(inside, xs * a[..., 0, 1] + ys * a[..., 1, 1] + a[..., 2, 1], ys)
-    return map_x.astype(np.float32), map_y.astype(np.float32)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
 
 
 @register_motion_model("mesh")
