@@ -211,3 +211,29 @@ def test_no_drift_over_1000_real_frames():
     assert len(dec.trace) == 1000
     assert all(np.array_equal(a, b) for a, b in zip(enc.trace, dec.trace, strict=True))
     assert np.abs(enc.trace[-1]).max() > 0  # the features did move
+
+
+def test_refiner_fast_path_with_two_separate_regions():
+    """Eyes and mouth far apart: painted in two boxes, still equal to the whole-frame head."""
+    import torch
+
+    from gfvc.models.landmark import IN_CHANNELS, Refiner
+
+    torch.manual_seed(1)
+    net = Refiner(width=8)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.rand(1, IN_CHANNELS, 128, 128)
+    x[:, 6:9] = 0
+    x[:, 6, 100:110, 50:70] = 1  # mouth
+    x[:, 7, 20:26, 30:45] = 1  # eyes
+    x[:, 8, 22:28, 80:95] = 1
+    key, grid = torch.rand(1, 3, 128, 128), torch.rand(1, 128, 128, 2) * 2 - 1
+    with torch.no_grad():
+        net.train()
+        full = net(x, key, grid)
+        net.eval()
+        fast = net(x, key, grid)
+    assert torch.allclose(full.frame, fast.frame, atol=1e-5)
+    assert torch.allclose(full.alpha, fast.alpha, atol=1e-6)
+    assert full.alpha[0, 0, 60:80].abs().max() == 0  # nothing painted between eyes and mouth

@@ -182,22 +182,35 @@ class Refiner(nn.Module):
     def _paint_where_gated(
         self, y: _T, rewarped: _T, masks: _T, gate: _T, fmt: _Fmt
     ) -> tuple[_T, _T]:
-        """``_paint`` on the box around the non-zero gate only (decoding, one frame): the gate
-        is exactly zero elsewhere, so the frame there is the re-warped key. A margin of two
-        quarter-resolution pixels keeps the upsampling and 3x3 edges out of the box."""
+        """``_paint`` on boxes around the non-zero gate only (decoding, one frame): the gate is
+        exactly zero elsewhere, so the frame there is the re-warped key. One box per band of
+        gated rows (eyes, mouth), each with a margin of two quarter-resolution pixels that keeps
+        the upsampling and 3x3 edges out of it."""
         frame, alpha = rewarped.clamp(0, 1), torch.zeros_like(gate)
-        rows, cols = torch.nonzero(gate[0, 0] > 0, as_tuple=True)
-        if len(rows) == 0:
-            return frame, alpha
+        on = gate[0, 0] > 0
         qh, qw = y.shape[-2:]
-        y0, y1 = max(0, int(rows.min()) // 4 - 2), min(qh, int(rows.max()) // 4 + 3)
-        x0, x1 = max(0, int(cols.min()) // 4 - 2), min(qw, int(cols.max()) // 4 + 3)
-        box = (..., slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1))
-        sub, sub_alpha = self._paint(
-            y[..., y0:y1, x0:x1], rewarped[box], masks[box], gate[box], fmt
-        )
-        frame[box], alpha[box] = sub, sub_alpha
+        for r0, r1 in _runs(on.any(1).tolist()):
+            cols = torch.nonzero(on[r0:r1].any(0)).flatten()
+            y0, y1 = max(0, r0 // 4 - 2), min(qh, (r1 - 1) // 4 + 3)
+            x0, x1 = max(0, int(cols[0]) // 4 - 2), min(qw, int(cols[-1]) // 4 + 3)
+            box = (..., slice(4 * y0, 4 * y1), slice(4 * x0, 4 * x1))
+            sub, sub_alpha = self._paint(
+                y[..., y0:y1, x0:x1], rewarped[box], masks[box], gate[box], fmt
+            )
+            frame[box], alpha[box] = sub, sub_alpha
         return frame, alpha
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) of each run of True values."""
+    out, start = [], None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            out.append((start, i))
+            start = None
+    return out
 
 
 def paint_gate(masks: torch.Tensor) -> torch.Tensor:
@@ -306,6 +319,7 @@ class LandmarkModel(MotionModel):
         self._tracker = LandmarkTracker(POINTS, dims=3, fps=25.0, min_cutoff=1.0, beta=0.05)
         self._key_pts: np.ndarray | None = None  # encoder: landmarks of the current key frame
         self._dec_key: tuple[np.ndarray, np.ndarray] | None = None  # decoder: key points, triangles
+        self._key_tensor: tuple[np.ndarray, torch.Tensor] | None = None  # decoder: key as a tensor
 
     @classmethod
     def default_checkpoint(cls) -> Path | None:
@@ -412,7 +426,9 @@ class LandmarkModel(MotionModel):
             return warped
         dev = self.device
         x = torch.from_numpy(network_input(warped, key_frame, masks, grid))[None].to(dev)
-        key = to_tensor(key_frame)[None].to(dev)
+        if self._key_tensor is None or self._key_tensor[0] is not key_frame:
+            self._key_tensor = (key_frame, to_tensor(key_frame)[None].to(dev))  # once per key
+        key = self._key_tensor[1]
         x = x.contiguous(memory_format=torch.channels_last)
         y = self.refiner(x, key, torch.from_numpy(grid)[None].to(dev)).frame
         return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().cpu().numpy()
