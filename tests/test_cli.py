@@ -226,9 +226,13 @@ def test_version_and_entry_point():
 
 
 def test_export_import_decode_round_trip(tmp_path):
-    """A real clip through .gfv -> HEVC with GFV SEI -> .gfv gives identical bytes; decode reads both."""
+    """A real clip through .gfv -> HEVC with GFV SEI -> .gfv gives identical bytes; decode reads both.
+
+    (With an HEVC key frame; the landmark model's default SVT-AV1 key is re-encoded by export.)"""
     gfv = tmp_path / "m.gfv"
-    res = run("encode", clip("lp_d3.mp4"), "-o", gfv, "--frames", "12", "-q")
+    res = run(
+        "encode", clip("lp_d3.mp4"), "-o", gfv, "--frames", "12", "--keyframe-codec", "x265", "-q"
+    )
     assert res.exit_code == 0, res.output
     res = run("export", gfv, "-o", tmp_path / "m.265", "--vtm-cfg", tmp_path / "m.cfg")
     assert res.exit_code == 0, res.output
