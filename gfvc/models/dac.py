@@ -220,16 +220,12 @@ class DacGenerator(OcclusionAwareGenerator):
         **_: Any,
     ) -> None:
         super().__init__()
-        if dense_motion_params is None:
-            raise ValueError("DAC generator needs dense_motion_params")
         self.build_trunk(
-            DacDenseMotion(
-                num_kp=num_kp,
-                num_channels=num_channels,
-                estimate_occlusion_map=estimate_occlusion_map,
-                **dense_motion_params,
-            ),
+            DacDenseMotion,
+            dense_motion_params,
+            num_kp,
             num_channels,
+            estimate_occlusion_map,
             block_expansion,
             max_features,
             num_down_blocks,

@@ -242,16 +242,12 @@ class FommGenerator(OcclusionAwareGenerator):
         estimate_jacobian: bool = False,
     ) -> None:
         super().__init__()
-        if dense_motion_params is None:
-            raise ValueError("FOMM generator needs dense_motion_params")
         self.build_trunk(
-            FommDenseMotion(
-                num_kp=num_kp,
-                num_channels=num_channels,
-                estimate_occlusion_map=estimate_occlusion_map,
-                **dense_motion_params,
-            ),
+            FommDenseMotion,
+            dense_motion_params,
+            num_kp,
             num_channels,
+            estimate_occlusion_map,
             block_expansion,
             max_features,
             num_down_blocks,

@@ -290,15 +290,26 @@ class OcclusionAwareGenerator(nn.Module):
 
     def build_trunk(
         self,
-        dense_motion_network: nn.Module,
+        dense_motion_cls: type[nn.Module],
+        dense_motion_params: dict[str, Any] | None,
+        num_kp: int,
         num_channels: int,
+        estimate_occlusion_map: bool,
         block_expansion: int,
         max_features: int,
         num_down_blocks: int,
         num_bottleneck_blocks: int,
         **up_kwargs: Any,
     ) -> None:
-        self.dense_motion_network = dense_motion_network
+        """Dense motion network (from the yaml's ``dense_motion_params``) and the image trunk."""
+        if dense_motion_params is None:
+            raise ValueError(f"{type(self).__name__} needs dense_motion_params")
+        self.dense_motion_network = dense_motion_cls(
+            num_kp=num_kp,
+            num_channels=num_channels,
+            estimate_occlusion_map=estimate_occlusion_map,
+            **dense_motion_params,
+        )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
         self.up_blocks = up_block_stack(block_expansion, max_features, num_down_blocks, **up_kwargs)
