@@ -12,16 +12,42 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from gfvc import DEFAULT_MODEL, __version__
 from gfvc.errors import GfvcError, InputError
 
+
+class _OneLineErrors(TyperGroup):
+    """Option-parsing mistakes (``--qp abc``, ``--workers 0``) end like every other user
+    error: one ``error:`` line naming what is allowed, and exit code 1 (no usage box)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except typer.TyperException as e:
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+                sys.exit(0)
+            msg = " ".join(e.format_message().split()).rstrip(".")
+            where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+            typer.echo(f"error: {msg}{where}", err=True)
+            sys.exit(1)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="gfvc",
     help="Generative Face Video Coding: encode a talking-face video into a few kbps and back.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -161,7 +187,7 @@ def encode(
     quiet: Quiet = False,
 ) -> None:
     """Encode a face video into one .gfv bitstream."""
-    from gfvc.codec import EncodeSettings, encode_file
+    from gfvc.codec import EncodeSettings, check_fps, encode_file
 
     def body() -> None:
         coded, raw = _parse_size(size)
@@ -181,7 +207,7 @@ def encode(
             deadzone=deadzone,
             device=device,
             raw_size=raw,
-            fps=Fraction(fps) if fps else None,
+            fps=check_fps(fps) if fps else None,
         )
         with _progress(frames, quiet, "encode") as tick:
             rep = encode_file(input, output, settings, progress=tick)
@@ -203,6 +229,12 @@ def decode(
     checkpoint: Checkpoint = None,
     config: Config = None,
     device: Device = "cpu",
+    from_key: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Start at key frame N (0 = the first): every key frame is an entry point."
+        ),
+    ] = 0,
     quiet: Quiet = False,
 ) -> None:
     """Decode a .gfv bitstream (or a .265/.266 stream carrying GFV SEI) into a video."""
@@ -219,6 +251,7 @@ def decode(
                 config=str(config) if config else None,
                 device=device,
                 progress=tick,
+                from_key=from_key,
             )
         if not quiet:
             typer.echo(f"{output}: {n} frames")
@@ -348,7 +381,7 @@ def bench(
     model: Annotated[str, typer.Option(help="Motion model.")] = DEFAULT_MODEL,
     checkpoint: Checkpoint = None,
     config: Config = None,
-    frames: Annotated[int, typer.Option(help="Frames to time.")] = 100,
+    frames: Annotated[int, typer.Option(min=2, max=100_000, help="Frames to time.")] = 100,
     device: Device = "cpu",
     as_json: Json = False,
 ) -> None:
@@ -482,7 +515,7 @@ def anchor(
     `--codec lossless -o ref.rgb` writes the cropped original itself: the reference that
     `gfvc eval` compares every decoded video with.
     """
-    from gfvc.codec import EncodeSettings, FramePreparer
+    from gfvc.codec import EncodeSettings, FramePreparer, check_fps
     from gfvc.eval.anchors import QP_RANGE, anchor_code, canonical_codec
     from gfvc.io import VideoWriter
     from gfvc.io.video import parse_raw_name
@@ -506,7 +539,7 @@ def anchor(
             size=coded,
             crop=not no_crop,
             raw_size=raw,
-            fps=Fraction(fps) if fps else None,
+            fps=check_fps(fps) if fps else None,
         )
         prep = FramePreparer(input, s)
         try:

@@ -13,6 +13,7 @@ sends the header once and then units over its own transport; ``encode_file`` and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,14 +26,19 @@ from gfvc import DEFAULT_MODEL
 from gfvc.bitstream import (
     FEATURE,
     KEY,
+    ParsedStream,
     SegmentPacker,
     StreamHeader,
+    is_packet,
     iter_units,
+    open_packet,
     pack_key_payload,
+    pack_packet,
     parse_stream,
     unit_type,
     unpack_key_payload,
 )
+from gfvc.bitstream.format import FPS_RANGE, KEY_PACKET, QSTEP_RANGE, stored_qstep
 from gfvc.errors import (
     BitstreamError,
     CheckpointError,
@@ -53,6 +59,7 @@ from gfvc.keyframe import KeyframeCodec, keyframe_codec, keyframe_codec_class_by
 from gfvc.models import MotionModel, model_class, model_class_by_id
 
 CROP_SCAN_FRAMES = 50  # frames looked at to place the face crop
+MAX_GOP = 1_000_000  # frames between periodic key frames
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -79,7 +86,13 @@ class Encoder(_Closable):
     """Frame-by-frame GFVC encoder.
 
     ``frame`` arrays are (size, size, 3) uint8 RGB, already cropped (see ``FramePreparer``).
-    The first frame, and every ``gop``-th after it, is a key frame.
+    The first frame is a key frame, and so is the first after every ``gop`` frames or after
+    ``request_refresh()`` (a receiver's back channel asking to resynchronise). Every key
+    frame is a random-access point: all adaptive state starts over there.
+
+    ``encode_frame`` returns the live *packet* (sequence number and CRC-16 included, for a
+    transport of its own); ``encode_unit`` returns the bare unit a .gfv file stores. State
+    changes only once a frame has been fully coded: a failure leaves the encoder as it was.
     """
 
     def __init__(
@@ -94,24 +107,24 @@ class Encoder(_Closable):
         segment_units: int = 128,
         deadzone: float | None = None,
     ) -> None:
-        if gop is not None and gop < 1:
-            raise InputError("--gop must be at least 1")
+        if gop is not None and not 1 <= gop <= MAX_GOP:
+            raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {gop}")
         self.model = model
         self.keyframe = keyframe
-        self.qstep = float(qstep if qstep is not None else model.default_qstep)
-        if not self.qstep > 0:
-            raise InputError(f"--qstep must be positive, got {qstep}")
+        self.qstep = check_qstep(model.default_qstep if qstep is None else qstep)
         self.coder = feature_coder(coder, model.dim)
         self.deadzone = float(model.default_deadzone if deadzone is None else deadzone)
         if not 0.5 <= self.deadzone < 2:
             raise InputError(f"--deadzone must be in [0.5, 2) quantization steps, got {deadzone}")
+        if not 1 <= segment_units <= 255:
+            raise InputError(f"segment size must be 1..255 units, got {segment_units}")
         self.gop = gop
         self.header = StreamHeader(
             model_id=model.model_id,
             model_hash=model.config_hash(),
             width=model.size,
             height=model.size,
-            fps=Fraction(fps),
+            fps=check_fps(fps),
             qstep=self.qstep,
             coder_id=self.coder.coder_id,
             keyframe_codec_id=keyframe.codec_id,
@@ -122,47 +135,90 @@ class Encoder(_Closable):
             segment_units=segment_units,
         )
         self.frame_index = 0
+        self.key_frames = 0
+        self._since_key = 0
+        self._refresh = False
         self._predictor: ClosedLoopPredictor | None = None
         #: Integer state after each frame, kept only when ``trace`` is set (tests, drift checks).
         self.trace: list[np.ndarray] | None = None
 
+    def request_refresh(self) -> None:
+        """Make the next frame a key frame (a receiver lost or damaged a unit)."""
+        self._refresh = True
+
     def encode_frame(self, frame: np.ndarray) -> bytes:
-        """Code one frame; returns its unit (type byte + payload)."""
+        """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
+        return pack_packet(self.encode_unit(frame), self.frame_index - 1)
+
+    def encode_unit(self, frame: np.ndarray) -> bytes:
+        """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it."""
         self._check_open()
         _check_frame(frame, self.model.size)
-        key = self._predictor is None or (self.gop is not None and self.frame_index % self.gop == 0)
-        unit = self._key_unit(frame) if key else self._feature_unit(frame)
+        key = (
+            self._predictor is None
+            or self._refresh
+            or (self.gop is not None and self._since_key >= self.gop)
+        )
+        if key:
+            unit, predictor = self._key_unit(frame)
+            # commit: everything adaptive starts over at a key frame
+            self._predictor = predictor
+            self.coder.reset()
+            self._refresh = False
+            self._since_key = 0
+            self.key_frames += 1
+        else:
+            assert self._predictor is not None
+            q = self._predictor.residual(self.model.analyse(frame), self.deadzone)
+            unit = bytes([FEATURE]) + self.coder.encode(q, commit=False)
+            self._predictor.update(q)
+            self.coder.update(q)
+        self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
-            self.trace.append(self._predictor.acc.copy())  # type: ignore[union-attr]
+            self.trace.append(self._predictor.acc.copy())
         return unit
 
-    def _key_unit(self, frame: np.ndarray) -> bytes:
+    def _key_unit(self, frame: np.ndarray) -> tuple[bytes, ClosedLoopPredictor]:
+        self.model.reset()  # trackers and filters forget the frames before the key
         picture = self.keyframe.encode(frame)
         if self.model.send_key_feature:
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
-            self._predictor = ClosedLoopPredictor.from_ints(ints, self.qstep)
+            predictor = ClosedLoopPredictor.from_ints(ints, self.qstep)
             feature = encode_ints_eg(ints)
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
             decoded = self.keyframe.decode(picture, self.model.size, self.model.size)
-            self._predictor = ClosedLoopPredictor.from_float(
-                self.model.analyse_key(decoded), self.qstep
-            )
+            predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(decoded), self.qstep)
             feature = b""
-        side = self.model.key_side_info(self._predictor.reconstruction)
-        return bytes([KEY]) + pack_key_payload(picture, feature, side)
+        check_feature(predictor.reconstruction, self.model, "key-frame feature")
+        side = self.model.key_side_info(predictor.reconstruction)
+        return bytes([KEY]) + pack_key_payload(picture, feature, side), predictor
 
-    def _feature_unit(self, frame: np.ndarray) -> bytes:
-        assert self._predictor is not None
-        q = self._predictor.residual(self.model.analyse(frame), self.deadzone)
-        self._predictor.update(q)
-        return bytes([FEATURE]) + self.coder.encode(q)
+
+@dataclass
+class Received:
+    """What a live receiver shows for one packet (``Decoder.receive``)."""
+
+    #: The frame to show: this packet's picture, or the last good one held (None before any).
+    frame: np.ndarray | None
+    #: True when ``frame`` is this packet's own decoded picture.
+    decoded: bool
+    #: True while the decoder waits for a key frame: send the encoder a refresh request.
+    needs_refresh: bool
+    #: Why the packet was not shown ('' when it was).
+    problem: str = ""
 
 
 class Decoder(_Closable):
-    """Frame-by-frame GFVC decoder; build it from the stream header."""
+    """Frame-by-frame GFVC decoder; build it from the stream header.
+
+    ``decode_unit`` takes units or live packets and raises ``BitstreamError`` on anything
+    wrong; ``receive`` takes live packets and never raises for damage: it holds the last
+    good frame and asks for a refresh until the next key frame. Decoding may start at any
+    key unit (format version 2). State changes only once a unit has been fully decoded.
+    """
 
     def __init__(
         self, header: StreamHeader | bytes, model: MotionModel | None = None, **model_options
@@ -186,6 +242,10 @@ class Decoder(_Closable):
             raise BitstreamError(
                 f"header says {header.feature_dim} features per frame, model has {model.dim}"
             )
+        if model.size != header.width or header.width != header.height:
+            raise BitstreamError(
+                f"header says {header.width}x{header.height} frames, model codes {model.size}"
+            )
         self.model = model
         self.keyframe = keyframe_codec_class_by_id(header.keyframe_codec_id)(
             qp=header.keyframe_qp, fmt=header.keyframe_format
@@ -194,41 +254,149 @@ class Decoder(_Closable):
         self._predictor: ClosedLoopPredictor | None = None
         self._key_frame: np.ndarray | None = None
         self._key_feature: np.ndarray | None = None
+        self._next_seq: int | None = None
+        self._waiting = False  # receive(): a unit was lost or damaged, wait for a key
+        self._last: np.ndarray | None = None
         self.trace: list[np.ndarray] | None = None
 
-    def decode_unit(self, unit: bytes) -> np.ndarray:
-        """Decode one unit into a (size, size, 3) uint8 frame."""
+    @property
+    def needs_refresh(self) -> bool:
+        """True while ``receive`` waits for a key frame after a loss or damage."""
+        return self._waiting
+
+    def receive(self, packet: bytes) -> Received:
+        """Live reception: decode ``packet`` if it can be decoded exactly, else hold."""
         self._check_open()
-        kind = unit_type(unit)
-        if kind == KEY:
-            frame = self._decode_key(unit[1:])
-        else:
+        if self._waiting and not _is_key(packet):
+            return Received(self._last, False, True, "waiting for a key frame")
+        try:
+            frame = self.decode_unit(packet)
+        except BitstreamError as e:
+            self._waiting = True
+            return Received(self._last, False, True, str(e))
+        self._waiting = False
+        self._last = frame
+        return Received(frame, True, False)
+
+    def decode_unit(self, data: bytes) -> np.ndarray:
+        """Decode one unit or live packet into a (size, size, 3) uint8 frame."""
+        self._check_open()
+        seq = None
+        if is_packet(data):
+            data, seq = open_packet(data)
+        kind = unit_type(data)
+        if kind == FEATURE:
             if self._predictor is None:
                 raise BitstreamError("feature unit before any key-frame unit")
-            q = self.coder.decode(unit[1:])
-            feature = self._predictor.update(q)
-            frame = self.model.synthesize(self._key_frame, self._key_feature, feature)
+            if seq is not None and self._next_seq is not None and seq != self._next_seq:
+                lost = (seq - self._next_seq) & 0xFFFF
+                raise BitstreamError(f"{lost} unit(s) missing before packet {seq}")
+            frame = self._decode_feature(data[1:])
+        else:
+            frame = self._decode_key(data[1:])
+        self._next_seq = None if seq is None else (seq + 1) & 0xFFFF
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())  # type: ignore[union-attr]
+        return frame
+
+    def _decode_feature(self, payload: bytes) -> np.ndarray:
+        assert self._predictor is not None
+        q = self.coder.decode(payload, commit=False)
+        feature = check_feature(self._predictor.peek(q), self.model, "feature unit")
+        frame = self._synthesize(self._key_frame, self._key_feature, feature)
+        self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
+        self._predictor.update(q)
         return frame
 
     def _decode_key(self, payload: bytes) -> np.ndarray:
         size = self.model.size
         picture, feature, side = unpack_key_payload(payload)
         frame = self.keyframe.decode(picture, size, size)
+        if frame.shape != (size, size, 3):
+            raise BitstreamError(f"key-frame picture is {frame.shape}, expected {size}x{size}")
         qstep = self.header.qstep
         if self.header.key_feature_sent:
             ints = decode_ints_eg(feature, self.model.dim, "key-frame feature")
-            self._predictor = ClosedLoopPredictor.from_ints(ints, qstep)
+            predictor = ClosedLoopPredictor.from_ints(ints, qstep)
         else:
             if feature:
                 raise BitstreamError("key-frame unit carries unexpected feature bytes")
-            self._predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(frame), qstep)
-        self._key_frame = frame
-        self._key_feature = self._predictor.reconstruction
+            predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(frame), qstep)
+        key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
+        self.model.load_key_side_info(side, key_feature)  # last step that may fail
+        # commit: everything adaptive starts over at a key frame
         self.model.reset()
-        self.model.load_key_side_info(side, self._key_feature)
+        if self.header.resets_at_key:
+            self.coder.reset()
+        self._predictor = predictor
+        self._key_frame = frame
+        self._key_feature = key_feature
         return frame
+
+    def _synthesize(self, key_frame, key_feature, feature) -> np.ndarray:
+        try:
+            return self.model.synthesize(key_frame, key_feature, feature)
+        except (np.linalg.LinAlgError, FloatingPointError, OverflowError) as e:
+            raise BitstreamError(
+                f"corrupt feature unit: the {self.model.name} model cannot render it ({e})"
+            ) from None
+
+
+def _is_key(data: bytes) -> bool:
+    return bool(data) and data[0] in (KEY, KEY_PACKET)
+
+
+def check_feature(feature: np.ndarray, model: MotionModel, what: str) -> np.ndarray:
+    """``feature`` if it is finite and within the model's range, else BitstreamError."""
+    bound = model.max_abs_feature
+    if not np.all(np.isfinite(feature)) or np.max(np.abs(feature), initial=0) > bound:
+        raise BitstreamError(
+            f"corrupt {what}: it reconstructs to values beyond the {model.name} model's "
+            f"range (|value| <= {bound:g})"
+        )
+    return feature
+
+
+def check_qstep(qstep: float) -> float:
+    """``qstep`` checked and rounded through the header's float32, so both sides use the
+    same number."""
+    lo, hi = QSTEP_RANGE
+    try:
+        q = float(qstep)
+    except (TypeError, ValueError):
+        raise InputError(f"--qstep must be a number in {lo:g}..{hi:g}, got {qstep!r}") from None
+    if not (math.isfinite(q) and lo <= q <= hi):
+        raise InputError(f"--qstep must be in {lo:g}..{hi:g}, got {qstep}")
+    return stored_qstep(q)
+
+
+def check_device(device: str) -> str:
+    """A torch device this machine has: cpu, cuda or cuda:N (mps where present)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: Apple's Metal backend is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def check_fps(fps: Fraction | str | float) -> Fraction:
+    """A frame rate the header can store, from a number or a string such as 30000/1001."""
+    lo, hi = FPS_RANGE
+    try:
+        f = Fraction(fps).limit_denominator(65535)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise InputError(f"--fps must be a number such as 25 or 30000/1001, got {fps!r}") from None
+    if not lo <= f <= hi:
+        raise InputError(f"--fps must be in {float(lo):g}..{hi}, got {fps}")
+    return f
 
 
 def _check_frame(frame: np.ndarray, size: int) -> None:
@@ -266,6 +434,17 @@ class EncodeSettings:
     fps: Fraction | None = None  # override, mainly for raw input
 
     def __post_init__(self) -> None:
+        if self.qstep is not None:
+            self.qstep = check_qstep(self.qstep)
+        if self.fps is not None:
+            self.fps = check_fps(self.fps)
+        if self.gop is not None and not 1 <= self.gop <= MAX_GOP:
+            raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {self.gop}")
+        if self.deadzone is not None and not 0.5 <= self.deadzone < 2:
+            raise InputError(
+                f"--deadzone must be in [0.5, 2) quantization steps, got {self.deadzone}"
+            )
+        check_device(self.device)
         if self.coder not in FEATURE_CODERS:
             raise InputError(
                 f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}"
@@ -339,7 +518,7 @@ def stream_chunks(
     packer = SegmentPacker(enc.header.segment_units)
     yield enc.header.to_bytes()
     for frame in frames:
-        yield packer.add(enc.encode_frame(frame))
+        yield packer.add(enc.encode_unit(frame))
         if progress:
             progress(1)
     if packer.frames < 2:
@@ -455,25 +634,43 @@ def decode_file(
     config: str | None = None,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
+    from_key: int = 0,
 ) -> int:
     """Decode a .gfv file (a path, or its bytes) into a video (format from ``dst``'s
-    extension). Returns the number of frames."""
+    extension), starting at key frame ``from_key``. Returns the number of frames written."""
     from gfvc.io import VideoWriter
 
+    check_device(device)
     data = src if isinstance(src, bytes) else read_stream(src)
     # Verify the whole file before writing anything, so corruption never yields a video.
     parsed = parse_stream(data)
     h = parsed.header
+    units = parsed.units[key_unit_index(parsed, from_key) :]
     opts = {"checkpoint": checkpoint, "config": config, "device": device}
     with (
         Decoder(h, **opts) as dec,
         VideoWriter(dst, fps=h.fps, width=h.width, height=h.height) as out,
     ):
-        for unit in parsed.units:
+        for unit in units:
             out.write(dec.decode_unit(unit))
             if progress:
                 progress(1)
-    return parsed.frames
+    return len(units)
+
+
+def key_unit_index(parsed: ParsedStream, n: int) -> int:
+    """Index of the unit of key frame ``n`` (0 = the first), where decoding can start."""
+    keys = [i for i, u in enumerate(parsed.units) if u[0] == KEY]
+    if not 0 <= n < len(keys):
+        raise InputError(
+            f"--from-key must be in 0..{len(keys) - 1}: the stream has {len(keys)} key frame(s), got {n}"
+        )
+    if n and not parsed.header.resets_at_key:
+        raise InputError(
+            f"this stream is in format version {parsed.header.version}, whose key frames are "
+            "not entry points: decode it from the start (re-encode it for random access)"
+        )
+    return keys[n]
 
 
 __all__ = [

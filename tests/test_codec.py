@@ -16,7 +16,7 @@ from gfvc.keyframe import keyframe_codec
 def code(model_cls, frames, **kw):
     enc = Encoder(model_cls(64), keyframe_codec("lossless"), **kw)
     enc.trace = []
-    units = [enc.encode_frame(f) for f in frames]
+    units = [enc.encode_unit(f) for f in frames]
     dec = Decoder(enc.header, model_cls(64))
     dec.trace = []
     out = [dec.decode_unit(u) for u in units]
@@ -58,8 +58,8 @@ def test_decoder_refuses_a_different_model():
 def test_feature_unit_before_key_unit_is_an_error():
     enc = Encoder(ToyModel(64), keyframe_codec("lossless"))
     frames = moving_frames(2)
-    enc.encode_frame(frames[0])
-    unit = enc.encode_frame(frames[1])
+    enc.encode_unit(frames[0])
+    unit = enc.encode_unit(frames[1])
     with pytest.raises(BitstreamError, match="before any key"):
         Decoder(enc.header, ToyModel(64)).decode_unit(unit)
 
@@ -67,14 +67,14 @@ def test_feature_unit_before_key_unit_is_an_error():
 def test_wrong_frame_shape_is_an_input_error():
     enc = Encoder(ToyModel(64), keyframe_codec("lossless"))
     with pytest.raises(InputError, match=r"\(64, 64, 3\) uint8"):
-        enc.encode_frame(np.zeros((32, 32, 3), np.uint8))
+        enc.encode_unit(np.zeros((32, 32, 3), np.uint8))
 
 
 def test_closed_encoder_refuses_work():
     enc = Encoder(ToyModel(64), keyframe_codec("lossless"))
     enc.close()
     with pytest.raises(GfvcError, match="closed"):
-        enc.encode_frame(moving_frames(1)[0])
+        enc.encode_unit(moving_frames(1)[0])
 
 
 def test_file_round_trip_and_bit_accounting(tmp_path):
@@ -132,7 +132,7 @@ def test_mesh_on_real_clip_500_frames_exact_integers():
     assert len(frames) >= 500
     enc = Encoder(MeshModel(), keyframe_codec("x265", qp=37))
     enc.trace = []
-    units = [enc.encode_frame(f) for f in frames]
+    units = [enc.encode_unit(f) for f in frames]
     dec = Decoder(enc.header, MeshModel())
     dec.trace = []
     out = [dec.decode_unit(u) for u in units]
@@ -160,7 +160,7 @@ def test_segment_packer_and_stream_report_agree():
     packer = SegmentPacker(8)
     data = enc.header.to_bytes()
     for f in moving_frames(20):
-        data += packer.add(enc.encode_frame(f))
+        data += packer.add(enc.encode_unit(f))
     data += packer.finish()
     rep = stream_report(data)
     assert rep.frames == 20 and rep.total_bits == 8 * len(data)

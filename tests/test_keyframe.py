@@ -172,8 +172,10 @@ def test_bad_arguments(name: str, kw: dict, match: str) -> None:
         keyframe_codec(name, **kw)
 
 
-def test_lossless_ignores_qp() -> None:
-    assert keyframe_codec("lossless", qp=1000).qp == 1000
+def test_lossless_ignores_qp_but_it_must_fit_the_header() -> None:
+    assert keyframe_codec("lossless", qp=200).qp == 200
+    with pytest.raises(InputError, match="leave --qp unset"):
+        keyframe_codec("lossless", qp=300)
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ def test_landmark_codec_round_trip_exact_integers(tiny_run):
     assert model.dim <= 30
     enc = Encoder(model, keyframe_codec("x265", qp=37), fps=Fraction(25))
     enc.trace = []
-    units = [enc.encode_frame(f) for f in frames]
+    units = [enc.encode_unit(f) for f in frames]
     dec = Decoder(enc.header, LandmarkModel.create(checkpoint=str(weights)))
     dec.trace = []
     out = [dec.decode_unit(u) for u in units]
@@ -203,7 +203,7 @@ def test_no_drift_over_1000_real_frames():
     s = EncodeSettings(checkpoint=str(warp))
     enc = make_encoder(s, Fraction(25), model=LandmarkModel.create(checkpoint=str(warp)))
     enc.trace = []
-    units = [enc.encode_frame(f) for f in frames]
+    units = [enc.encode_unit(f) for f in frames]
     dec = Decoder(enc.header, LandmarkModel.create(checkpoint=str(warp)))
     dec.trace = []
     for u in units:

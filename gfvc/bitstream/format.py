@@ -7,15 +7,21 @@ Layout::
     segment = 0x53, flags u8, count u8, unit-length table, payloads, crc32
     end     = 0x45, frames u32, crc32
 
-A *unit* is what the streaming ``Encoder`` emits per frame: one type byte (``K`` key frame,
-``F`` feature) and its payload. In a file the type byte is implied by the segment flags
-(only the first unit of a segment can be a key unit) and the payload lengths sit in a
-compact Rice-coded table, so framing plus integrity costs a few bits per frame while every
-byte is still covered by a CRC-32.
+A *unit* is one frame's data: one type byte (``K`` key frame, ``F`` feature) and its
+payload. In a file the type byte is implied by the segment flags (only the first unit of a
+segment can be a key unit) and the payload lengths sit in a compact Rice-coded table, so
+framing plus integrity costs a few bits per frame while every byte is still covered by a
+CRC-32.
+
+A *packet* is the live form of a unit, what the streaming ``Encoder`` emits for a transport
+of its own: type byte ``k``/``f``, a 16-bit sequence number and a CRC-16 over the whole
+packet, so a receiver notices a lost or damaged unit (``pack_packet`` / ``open_packet``).
 """
 
 from __future__ import annotations
 
+import binascii
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -26,17 +32,28 @@ from gfvc.bits import BitReader, BitWriter, unzigzag, zigzag
 from gfvc.errors import BitstreamError
 
 MAGIC = b"GFVC"
-VERSION = 1
+VERSION = 2  # 2: the feature coder's statistics reset at every key unit (random access)
+MIN_VERSION = 1
 SEGMENT = 0x53  # "S"
 END = 0x45  # "E"
 KEY = 0x4B  # "K": unit type byte of a key-frame unit
 FEATURE = 0x46  # "F": unit type byte of a feature unit
+KEY_PACKET = 0x6B  # "k": live packet carrying a key-frame unit
+FEATURE_PACKET = 0x66  # "f": live packet carrying a feature unit
+PACKET_HEADER = 5  # type, sequence number u16, CRC-16
 MAX_SEGMENT_UNITS = 255
+
+# Limits a header must respect (docs/bitstream.md, "Header"); the encoder checks the same.
+SIZE_RANGE = (16, 4096)  # width and height, even
+FPS_RANGE = (Fraction(1, 10), Fraction(240))
+QSTEP_RANGE = (1e-3, 1e6)
+MAX_FEATURE_DIM = 4096
 
 KEYFRAME_FORMATS = {"yuv420": 0, "rgb444": 1}
 FLAG_KEY_FEATURE_SENT = 1
 
 _HEADER_FIELDS = struct.Struct(">B8sHHHHfBBBBBHB")
+MAX_EXTENSION = 255 - _HEADER_FIELDS.size - 1  # the body length is one byte: 225
 
 
 @dataclass(frozen=True)
@@ -56,16 +73,27 @@ class StreamHeader:
     key_feature_sent: bool
     feature_dim: int
     segment_units: int = 128
-    extension: bytes = b""  # model-specific, up to 255 bytes
+    extension: bytes = b""  # model-specific, up to MAX_EXTENSION (225) bytes
+    version: int = VERSION  # format version the stream was written in
+
+    @property
+    def resets_at_key(self) -> bool:
+        """Whether the feature coder starts over at every key unit (format version >= 2)."""
+        return self.version >= 2
 
     def to_bytes(self) -> bytes:
         if len(self.model_hash) != 8:
             raise ValueError("model_hash must be 8 bytes")
-        if len(self.extension) > 255:
-            raise ValueError("header extension is limited to 255 bytes")
+        if len(self.extension) > MAX_EXTENSION:
+            raise ValueError(f"header extension is limited to {MAX_EXTENSION} bytes")
+        if self.version != VERSION:
+            raise ValueError(f"this gfvc writes format version {VERSION} only")
         fps = Fraction(self.fps).limit_denominator(65535)
         if fps.numerator > 65535 or fps <= 0:
             raise ValueError(f"frame rate {self.fps} cannot be stored")
+        problem = header_problem(self.width, self.height, fps, self.qstep, self.feature_dim)
+        if problem:
+            raise ValueError(problem)
         flags = FLAG_KEY_FEATURE_SENT if self.key_feature_sent else 0
         body = _HEADER_FIELDS.pack(
             self.model_id,
@@ -98,7 +126,7 @@ class StreamHeader:
                 f"bitstream format version {version} is newer than this gfvc supports ({VERSION}); "
                 "upgrade gfvc"
             )
-        if version < 1:
+        if version < MIN_VERSION:
             raise BitstreamError(f"invalid bitstream format version {version}")
         n = 6 + data[5]
         if len(data) < n + 4:
@@ -111,10 +139,19 @@ class StreamHeader:
             raise BitstreamError("bitstream header too short")
         f = _HEADER_FIELDS.unpack(body[: _HEADER_FIELDS.size])
         ext_len = body[_HEADER_FIELDS.size]
-        ext = body[_HEADER_FIELDS.size + 1 : _HEADER_FIELDS.size + 1 + ext_len]
+        ext = body[_HEADER_FIELDS.size + 1 :]
+        if len(ext) != ext_len:
+            raise BitstreamError(
+                f"corrupt bitstream header (extension says {ext_len} bytes, {len(ext)} present)"
+            )
         formats = {v: k for k, v in KEYFRAME_FORMATS.items()}
         if f[9] not in formats or f[5] == 0 or f[4] == 0 or f[13] == 0:
             raise BitstreamError("corrupt bitstream header (invalid field values)")
+        if f[11] & ~FLAG_KEY_FEATURE_SENT:
+            raise BitstreamError(f"corrupt bitstream header (unknown flags 0x{f[11]:02x})")
+        problem = header_problem(f[2], f[3], Fraction(f[4], f[5]), f[6], f[12])
+        if problem:
+            raise BitstreamError(f"corrupt bitstream header ({problem})")
         header = cls(
             model_id=f[0],
             model_hash=f[1],
@@ -130,8 +167,28 @@ class StreamHeader:
             feature_dim=f[12],
             segment_units=f[13],
             extension=bytes(ext),
+            version=version,
         )
         return header, n + 4
+
+
+def header_problem(width: int, height: int, fps: Fraction, qstep: float, dim: int) -> str:
+    """What is out of range in these header fields ('' when all are fine)."""
+    lo, hi = SIZE_RANGE
+    if not (lo <= width <= hi and lo <= height <= hi) or width % 2 or height % 2:
+        return f"frame size {width}x{height} outside {lo}..{hi} or odd"
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        return f"frame rate {float(fps):g} outside {float(FPS_RANGE[0]):g}..{FPS_RANGE[1]}"
+    if not (math.isfinite(qstep) and QSTEP_RANGE[0] <= qstep <= QSTEP_RANGE[1]):
+        return f"qstep {qstep} outside {QSTEP_RANGE[0]:g}..{QSTEP_RANGE[1]:g}"
+    if not 1 <= dim <= MAX_FEATURE_DIM:
+        return f"feature dimension {dim} outside 1..{MAX_FEATURE_DIM}"
+    return ""
+
+
+def stored_qstep(qstep: float) -> float:
+    """``qstep`` as the header stores it (float32): what both sides compute with."""
+    return struct.unpack(">f", struct.pack(">f", qstep))[0]
 
 
 # ----------------------------------------------------------------------------- units
@@ -159,6 +216,40 @@ def unit_type(unit: bytes) -> int:
     if not unit or unit[0] not in (KEY, FEATURE):
         raise BitstreamError("not a gfvc unit (unknown unit type byte)")
     return unit[0]
+
+
+# ----------------------------------------------------------------------------- live packets
+
+_PACKET_OF = {KEY: KEY_PACKET, FEATURE: FEATURE_PACKET}
+_UNIT_OF = {v: k for k, v in _PACKET_OF.items()}
+
+
+def _crc16(data: bytes) -> int:
+    """CRC-16/XMODEM (polynomial 0x1021, initial value 0, no reflection)."""
+    return binascii.crc_hqx(data, 0)
+
+
+def pack_packet(unit: bytes, seq: int) -> bytes:
+    """Live form of ``unit``: type (k/f), sequence number mod 65536, CRC-16, payload."""
+    head = bytes([_PACKET_OF[unit_type(unit)]]) + struct.pack(">H", seq & 0xFFFF)
+    return head + struct.pack(">H", _crc16(head + unit[1:])) + unit[1:]
+
+
+def is_packet(data: bytes) -> bool:
+    return bool(data) and data[0] in _UNIT_OF
+
+
+def open_packet(packet: bytes) -> tuple[bytes, int]:
+    """(unit, sequence number) of a live packet; damage raises BitstreamError."""
+    if not is_packet(packet):
+        raise BitstreamError("not a gfvc packet (unknown packet type byte)")
+    if len(packet) < PACKET_HEADER:
+        raise BitstreamError("truncated packet")
+    (crc,) = struct.unpack(">H", packet[3:5])
+    if _crc16(packet[:3] + packet[5:]) != crc:
+        raise BitstreamError("damaged packet (CRC-16 mismatch)")
+    (seq,) = struct.unpack(">H", packet[1:3])
+    return bytes([_UNIT_OF[packet[0]]]) + packet[5:], seq
 
 
 # ----------------------------------------------------------------------------- segments

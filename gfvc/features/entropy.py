@@ -12,7 +12,10 @@ Two coders behind one interface, chosen by a fixed id in the bitstream header:
   and decoder build bit-identical models on any machine.
 
 Both are stateful: ``encode``/``decode`` of frame t must follow frames 0..t-1 in the same
-order on both sides (``reset`` starts over, e.g. at a key frame if desired).
+order on both sides. ``reset`` starts over; from bitstream format version 2 on, both sides
+reset at every key unit, so every key frame is an entry point. ``encode``/``decode`` with
+``commit=False`` leave the statistics untouched and ``update`` commits them, so a codec can
+change its state only once a whole unit has succeeded.
 """
 
 from __future__ import annotations
@@ -62,11 +65,31 @@ class FeatureCoder(abc.ABC):
     def reset(self) -> None:
         """Forget adapted statistics (both sides must call it at the same point)."""
 
-    @abc.abstractmethod
-    def encode(self, q: np.ndarray) -> bytes: ...
+    def update(self, q: np.ndarray) -> None:
+        """Adapt the statistics to a coded frame (stateless coders ignore it)."""
+
+    def encode(self, q: np.ndarray, *, commit: bool = True) -> bytes:
+        """Code one frame's residuals; ``commit=False`` leaves the statistics as they were."""
+        q = np.asarray(q, dtype=np.int64)
+        if q.shape != (self.dim,):
+            raise ValueError(f"expected {self.dim} residuals, got shape {q.shape}")
+        data = self._encode(q)
+        if commit:
+            self.update(q)
+        return data
+
+    def decode(self, data: bytes, *, commit: bool = True) -> np.ndarray:
+        """Decode one frame's residuals; ``commit=False`` leaves the statistics as they were."""
+        q = self._decode(data)
+        if commit:
+            self.update(q)
+        return q
 
     @abc.abstractmethod
-    def decode(self, data: bytes) -> np.ndarray: ...
+    def _encode(self, q: np.ndarray) -> bytes: ...
+
+    @abc.abstractmethod
+    def _decode(self, data: bytes) -> np.ndarray: ...
 
 
 # ----------------------------------------------------------------------------- exp-Golomb
@@ -93,10 +116,10 @@ class ExpGolombCoder(FeatureCoder):
     name = "expgolomb"
     coder_id = 0
 
-    def encode(self, q: np.ndarray) -> bytes:
+    def _encode(self, q: np.ndarray) -> bytes:
         return encode_ints_eg(q)
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def _decode(self, data: bytes) -> np.ndarray:
         return decode_ints_eg(data, self.dim)
 
 
@@ -168,7 +191,10 @@ class AdaptiveRangeCoder(FeatureCoder):
             constriction.stream.model.Categorical(c / c.sum(), perfect=False) for c in self._counts
         ]
 
-    def _update(self, q: np.ndarray, buckets: np.ndarray, symbols: np.ndarray) -> None:
+    def update(self, q: np.ndarray) -> None:
+        q = np.asarray(q, dtype=np.int64)
+        buckets = _bucket_of(self._sum_abs, self._n)
+        symbols = self._symbols(q)
         for b in range(_BUCKETS):
             sel = symbols[buckets == b]
             if sel.size:
@@ -238,17 +264,12 @@ class AdaptiveRangeCoder(FeatureCoder):
             q[i] = -mag if sign else mag
         return q
 
-    def encode(self, q: np.ndarray) -> bytes:
-        q = np.asarray(q, dtype=np.int64)
-        if q.shape != (self.dim,):
-            raise ValueError(f"expected {self.dim} residuals, got shape {q.shape}")
+    def _encode(self, q: np.ndarray) -> bytes:
         buckets = _bucket_of(self._sum_abs, self._n)
         symbols = self._symbols(q)
         models = self._models()
         full = self._encode_words(q, buckets, symbols, models).astype(">u4").tobytes()
-        data = self._shortest(full, q, buckets, models, self._ideal_bits(buckets, symbols, q))
-        self._update(q, buckets, symbols)
-        return data
+        return self._shortest(full, q, buckets, models, self._ideal_bits(buckets, symbols, q))
 
     def _ideal_bits(self, buckets: np.ndarray, symbols: np.ndarray, q: np.ndarray) -> float:
         """Information content of the frame under the current models (a lower bound)."""
@@ -283,16 +304,14 @@ class AdaptiveRangeCoder(FeatureCoder):
                     continue
         return full
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def _decode(self, data: bytes) -> np.ndarray:
         buckets = _bucket_of(self._sum_abs, self._n)
         try:
-            q = self._decode_from(data, buckets, self._models())
+            return self._decode_from(data, buckets, self._models())
         except BitstreamError:
             raise
         except Exception as e:  # constriction raises plain errors on garbage
             raise BitstreamError(f"corrupt feature unit ({e})") from None
-        self._update(q, buckets, self._symbols(q))
-        return q
 
 
 def _uniform_bit():

@@ -70,6 +70,10 @@ class ClosedLoopPredictor:
         q = np.rint(d).astype(np.int64)
         return np.where(np.abs(d) <= deadzone, 0, q) if deadzone > 0.5 else q
 
+    def peek(self, q: np.ndarray) -> np.ndarray:
+        """The reconstruction ``update(q)`` would give, without changing the state."""
+        return self.base + dequantize(self.acc + np.asarray(q, dtype=np.int64), self.qstep)
+
     def update(self, q: np.ndarray) -> np.ndarray:
         """Both sides: add a decoded residual; returns the new reconstruction."""
         self.acc = self.acc + np.asarray(q, dtype=np.int64)

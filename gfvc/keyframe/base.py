@@ -67,6 +67,8 @@ def check_qp(codec: str, qp: int, qp_range: tuple[int, int] | None) -> int:
     if isinstance(qp, bool) or not isinstance(qp, int | np.integer):
         raise InputError(f"{codec} qp must be an integer, got {qp!r}")
     qp = int(qp)
+    if qp_range is None and not 0 <= qp <= 255:  # ignored, but stored in one header byte
+        raise InputError(f"{codec} ignores qp: leave --qp unset, got {qp}")
     if qp_range is not None and not qp_range[0] <= qp <= qp_range[1]:
         raise InputError(f"{codec} qp must be in {qp_range[0]}..{qp_range[1]}, got {qp}")
     return qp

@@ -65,6 +65,9 @@ class MotionModel(abc.ABC):
     default_deadzone: ClassVar[float] = 0.5
     #: Key-frame codec used when the user names none.
     default_keyframe_codec: ClassVar[str] = "x265"
+    #: Largest magnitude a decoded feature value may have; a unit that reconstructs beyond it
+    #: (or to a non-finite value) is corrupt, refused before it reaches synthesis.
+    max_abs_feature: ClassVar[float] = 1e4
 
     #: Frame side length in pixels (square frames).
     size: int = 256
@@ -156,7 +159,10 @@ class MotionModel(abc.ABC):
         return b""
 
     def load_key_side_info(self, data: bytes, key_feature: np.ndarray) -> None:
-        """Decoder: receive what ``key_side_info`` produced for the current key frame."""
+        """Decoder: receive what ``key_side_info`` produced for the current key frame.
+
+        Must check everything before changing any state (raise ``BitstreamError`` first), so
+        a corrupt key unit leaves the decoder exactly as it was."""
         if data:
             from gfvc.errors import BitstreamError
 
@@ -165,7 +171,10 @@ class MotionModel(abc.ABC):
             )
 
     def reset(self) -> None:
-        """Forget per-sequence state (trackers, smoothing, cached key-frame encodings)."""
+        """Forget per-sequence state (trackers, smoothing, cached key-frame encodings).
+
+        Both sides call it at every key frame, so nothing before a key frame can influence
+        what follows it. Must not forget what ``load_key_side_info`` just received."""
 
     def to(self, device: str) -> MotionModel:
         """Move to a torch device; models without torch parts ignore it."""
