@@ -321,7 +321,9 @@ def _official_fields(family: str, size: int) -> tuple[FeatureField, ...]:
 
     import yaml
 
-    text = resources.files("gfvc.models").joinpath(f"configs/{family}-256.yaml").read_text()
+    text = (
+        resources.files("gfvc.models.official").joinpath(f"configs/{family}-256.yaml").read_text()
+    )
     params = yaml.safe_load(text)["model_params"]
     kp = int(params["common_params"]["num_kp"])
     if family == "fomm":
