@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gfvc.models.cfte import CfteModel
-from gfvc.models.dac import DacModel
-from gfvc.models.fomm import FommModel
-from gfvc.models.fv2v import Fv2vModel
-from gfvc.models.hdac import HdacModel
-from gfvc.models.official import OfficialModel
-from gfvc.models.rdac import RdacModel
+from gfvc.models.official.base import OfficialModel
+from gfvc.models.official.cfte import CfteModel
+from gfvc.models.official.dac import DacModel
+from gfvc.models.official.fomm import FommModel
+from gfvc.models.official.fv2v import Fv2vModel
+from gfvc.models.official.hdac import HdacModel
+from gfvc.models.official.rdac import RdacModel
 
 MODELS: dict[str, type[OfficialModel]] = {
     "fomm": FommModel,

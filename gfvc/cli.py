@@ -724,7 +724,7 @@ def conformance(
     as_json: Json = False,
 ) -> None:
     """Check this install against reference outputs of an official model; exit 1 on a failure."""
-    from gfvc.models.conformance import run_conformance
+    from gfvc.models.official.conformance import run_conformance
 
     def body() -> bool:
         rep = run_conformance(golden)

@@ -19,13 +19,13 @@ import torch
 import yaml
 
 from gfvc.errors import CheckpointError, InputError
-from gfvc.models.cfte import CfteModel
-from gfvc.models.dac import DacModel
-from gfvc.models.fomm import FommModel
-from gfvc.models.fv2v import Fv2vModel
-from gfvc.models.hdac import HdacModel
-from gfvc.models.official import OfficialModel, load_config
-from gfvc.models.rdac import RdacModel, remap_compressai_keys
+from gfvc.models.official.base import OfficialModel, load_config
+from gfvc.models.official.cfte import CfteModel
+from gfvc.models.official.dac import DacModel
+from gfvc.models.official.fomm import FommModel
+from gfvc.models.official.fv2v import Fv2vModel
+from gfvc.models.official.hdac import HdacModel
+from gfvc.models.official.rdac import RdacModel, remap_compressai_keys
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MANIFESTS = SHARED / "reference" / "checkpoint_layouts"
@@ -206,7 +206,7 @@ def test_rdac_compressai_key_remap() -> None:
 @pytest.mark.parametrize("model", list(FAMILIES))
 def test_golden_conformance(model: str) -> None:
     """Every output of the golden file (analysis on frames 0, 1 and 10 to keep it short)."""
-    from gfvc.models.conformance import run_conformance
+    from gfvc.models.official.conformance import run_conformance
 
     report = run_conformance(_need(GOLDEN / f"{model}.pt"), analysis_frames=[0, 1, 10])
     assert report.model == model
@@ -219,7 +219,7 @@ def test_golden_conformance(model: str) -> None:
 
 
 def test_conformance_needs_inputs_file(tmp_path: Path) -> None:
-    from gfvc.models.conformance import run_conformance
+    from gfvc.models.official.conformance import run_conformance
 
     src = _need(GOLDEN / "FOMM.pt")
     (tmp_path / "FOMM.pt").write_bytes(src.read_bytes())

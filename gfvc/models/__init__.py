@@ -1,16 +1,11 @@
-"""Motion models. Importing this package registers every family (see ``registry``)."""
+"""Motion models. Importing this package registers every family (see ``registry``).
+
+Our own models live here (``landmark``, ``mesh``, with ``faceshape``); the reproductions of
+the official GFVC models live in :mod:`gfvc.models.official`.
+"""
 
 # Family modules register themselves on import.
-from gfvc.models import (  # noqa: E402,F401
-    cfte,  # noqa: E402,F401
-    dac,  # noqa: E402,F401
-    fomm,  # noqa: E402,F401
-    fv2v,  # noqa: E402,F401
-    hdac,  # noqa: E402,F401
-    landmark,
-    mesh,
-    rdac,  # noqa: E402,F401
-)
+from gfvc.models import landmark, mesh, official  # noqa: F401
 from gfvc.models.base import FeatureField, MotionModel
 from gfvc.models.registry import (
     MOTION_MODELS,

@@ -27,8 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gfvc.models.base import FeatureField
-from gfvc.models.geometry import coordinate_grid, heatmap_to_keypoints, keypoints_to_gaussian, warp
-from gfvc.models.layers import (
+from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.official.geometry import (
+    coordinate_grid,
+    heatmap_to_keypoints,
+    keypoints_to_gaussian,
+    warp,
+)
+from gfvc.models.official.layers import (
     AntiAliasInterpolation2d,
     ConvOutput,
     Hourglass,
@@ -36,7 +42,6 @@ from gfvc.models.layers import (
     UpBlock2d,
     apply_occlusion,
 )
-from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
 __all__ = [

@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from gfvc.errors import InputError
-from gfvc.models.dac import DacGenerator, DacKeypointDetector, DacOptions, KeypointModelMixin
-from gfvc.models.layers import (
+from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.official.dac import (
+    DacGenerator,
+    DacKeypointDetector,
+    DacOptions,
+    KeypointModelMixin,
+)
+from gfvc.models.official.layers import (
     AntiAliasInterpolation2d,
     ResBlock2d,
     SameBlock2d,
@@ -30,7 +36,6 @@ from gfvc.models.layers import (
     feature_width,
     run_blocks,
 )
-from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
 __all__ = ["HdacGenerator", "HdacModel", "HdacOutputs"]
@@ -116,7 +121,7 @@ class HdacGenerator(DacGenerator):
 
 @dataclass
 class HdacOutputs:
-    """``prediction`` (B,3,H,W); ``motion`` (see :class:`gfvc.models.dac.DacOutputs`);
+    """``prediction`` (B,3,H,W); ``motion`` (see :class:`gfvc.models.official.dac.DacOutputs`);
     ``bottleneck_input`` (B,2C,H/4,W/4): deformed reference features then base features."""
 
     prediction: torch.Tensor

@@ -22,7 +22,7 @@ from torch import nn
 
 from gfvc.errors import CheckpointError, InputError
 from gfvc.models.base import MotionModel
-from gfvc.models.checkpoint import extract_modules, load_modules, read_checkpoint
+from gfvc.models.official.checkpoint import extract_modules, load_modules, read_checkpoint
 
 __all__ = [
     "OfficialModel",
@@ -41,7 +41,11 @@ def load_config(path: str | Path | None, family: str) -> dict[str, Any]:
     model_params sections at top level (no ``model_params`` key) is accepted too.
     """
     if path is None:
-        text = resources.files("gfvc.models").joinpath(f"configs/{family}-256.yaml").read_text()
+        text = (
+            resources.files("gfvc.models.official")
+            .joinpath(f"configs/{family}-256.yaml")
+            .read_text()
+        )
         where = f"packaged {family}-256.yaml"
     else:
         p = Path(path)

@@ -13,7 +13,7 @@ features:
 3. an hourglass on [upsampled feature difference, sparse_deformed] predicts a dense flow
    (in pixels) and an occlusion map, which the generator uses like FOMM does.
 
-Flows here are in *pixel* units (see :func:`gfvc.models.geometry.flow_warp`).
+Flows here are in *pixel* units (see :func:`gfvc.models.official.geometry.flow_warp`).
 
 Options (:class:`CfteOptions`): ``align_corners`` (default False, as the v1 common software
 runs; the updated software passes True to its flow warp).
@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from gfvc.models.base import FeatureField
-from gfvc.models.geometry import flow_warp
-from gfvc.models.layers import (
+from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.official.geometry import flow_warp
+from gfvc.models.official.layers import (
     GDN,
     AntiAliasInterpolation2d,
     Hourglass,
@@ -50,7 +51,6 @@ from gfvc.models.layers import (
     run_blocks,
     up_block_stack,
 )
-from gfvc.models.official import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.registry import register_motion_model
 
 __all__ = [

@@ -32,19 +32,19 @@ import torch
 
 from gfvc.errors import InputError
 from gfvc.features.reference_coder import decode_frame, encode_frame, reference_dpcm_loop
-from gfvc.models.official import OfficialModel, params_from_config_dict, tensor_to_frame
+from gfvc.models.official.base import OfficialModel, params_from_config_dict, tensor_to_frame
 
 __all__ = ["TOLERANCES", "ConformanceReport", "run_conformance"]
 
 #: Golden ``model`` name -> "module:class" (imported directly, so conformance does not depend
 #: on every other model family importing cleanly).
 FAMILY_CLASSES: dict[str, str] = {
-    "FOMM": "gfvc.models.fomm:FommModel",
-    "CFTE": "gfvc.models.cfte:CfteModel",
-    "FV2V": "gfvc.models.fv2v:Fv2vModel",
-    "DAC": "gfvc.models.dac:DacModel",
-    "HDAC": "gfvc.models.hdac:HdacModel",
-    "RDAC": "gfvc.models.rdac:RdacModel",
+    "FOMM": "gfvc.models.official.fomm:FommModel",
+    "CFTE": "gfvc.models.official.cfte:CfteModel",
+    "FV2V": "gfvc.models.official.fv2v:Fv2vModel",
+    "DAC": "gfvc.models.official.dac:DacModel",
+    "HDAC": "gfvc.models.official.hdac:HdacModel",
+    "RDAC": "gfvc.models.official.rdac:RdacModel",
 }
 
 #: Tolerance per kind of output (absolute).
@@ -254,7 +254,7 @@ def _check_written(
 def _fomm(
     ck: _Checker, model: Any, golden: dict[str, Any], frames: np.ndarray, which: Sequence[int]
 ) -> np.ndarray:
-    from gfvc.models.fomm import Keypoints2d
+    from gfvc.models.official.fomm import Keypoints2d
 
     feats = _check_analysis(ck, model, golden, frames, which)
     split = model.split_vector(feats)
@@ -455,7 +455,7 @@ def _dac_family_animation(
 def _dac(
     ck: _Checker, model: Any, golden: dict[str, Any], frames: np.ndarray, which: Sequence[int]
 ) -> np.ndarray:
-    from gfvc.models.dac import adaptive_refresh_decisions, prediction_psnr
+    from gfvc.models.official.dac import adaptive_refresh_decisions, prediction_psnr
 
     feats, out = _dac_family_animation(ck, model, golden, frames, which)
     ck.values("synth_def_ref_fts", out.deformed_features, golden["synth_def_ref_fts"], "map")

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from gfvc.models.dac import (
+from gfvc.models.official.dac import (
     DacGenerator,
     DacModel,
 )
