@@ -287,7 +287,12 @@ def info_dict(path: Path) -> dict[str, Any]:
         "feature_bits": rep.feature_bits,
         "overhead_bits": rep.overhead_bits,
         "header_bits": 8 * parsed.header_bytes,
+        "format_version": h.version,
         "key_frames": sum(1 for u in parsed.units if u[0] == 0x4B),
+        # where decoding can start (gfvc decode --from-key N); version 1 only at the first
+        "key_frame_indices": [
+            i for i, u in enumerate(parsed.units) if u[0] == 0x4B and (h.resets_at_key or not i)
+        ],
         "segments": len(parsed.segments),
         "model": model_name,
         "model_hash": h.model_hash.hex(),
@@ -319,7 +324,8 @@ def info(
         typer.echo(
             f"{d['file']}: {d['frames']} frames @ {d['fps']:g} fps, {d['width']}x{d['height']}, "
             f"model {d['model']} ({d['feature_dim']} values/frame, qstep {d['qstep']:g}, {d['feature_coder']} coder)\n"
-            f"  key frames     {d['key_frames']} x {d['keyframe_codec']} {d['keyframe_format']} QP {d['keyframe_qp']}\n"
+            f"  key frames     {d['key_frames']} x {d['keyframe_codec']} {d['keyframe_format']} QP {d['keyframe_qp']}"
+            f" (entry points at frames {_spans(d['key_frame_indices'])}; format version {d['format_version']})\n"
             f"  total          {d['total_bits']:>9} bits  {d['kbps']:.3f} kbps\n"
             f"  key frame      {d['keyframe_bits']:>9} bits\n"
             f"  features       {d['feature_bits']:>9} bits  ({d['feature_bits'] / per:.1f} per inter frame)\n"
@@ -328,6 +334,16 @@ def info(
         )
 
     _run(body)
+
+
+def _spans(idx: list[int], most: int = 8) -> str:
+    """'0, 25, 50 ... 975' for a long list of frame numbers."""
+    shown = [str(i) for i in idx[: most - 1]]
+    if len(idx) > most:
+        shown.append(f"... {idx[-1]}")
+    elif len(idx) == most:
+        shown.append(str(idx[-1]))
+    return ", ".join(shown)
 
 
 @app.command()
@@ -766,9 +782,10 @@ def train(
     run_dir: Annotated[
         str | None, typer.Option(help="Run folder (checkpoints, logs, curves).")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimisation steps.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Total optimisation steps.")] = None,
     time_limit: Annotated[
-        float | None, typer.Option(help="Stop after this many minutes (resumable).")
+        float | None,
+        typer.Option(min=0.01, help="Stop after this many minutes (resumable)."),
     ] = None,
     cache_dir: Annotated[
         str | None, typer.Option(help="Where the cropped training clips are cached.")

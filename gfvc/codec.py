@@ -267,7 +267,10 @@ class Decoder(_Closable):
     def receive(self, packet: bytes) -> Received:
         """Live reception: decode ``packet`` if it can be decoded exactly, else hold."""
         self._check_open()
-        if self._waiting and not _is_key(packet):
+        if not is_packet(packet):  # a bare unit has no check: never trust it on a live link
+            self._waiting = True
+            return Received(self._last, False, True, "not a gfvc packet")
+        if self._waiting and packet[0] != KEY_PACKET:
             return Received(self._last, False, True, "waiting for a key frame")
         try:
             frame = self.decode_unit(packet)
@@ -340,10 +343,6 @@ class Decoder(_Closable):
             raise BitstreamError(
                 f"corrupt feature unit: the {self.model.name} model cannot render it ({e})"
             ) from None
-
-
-def _is_key(data: bytes) -> bool:
-    return bool(data) and data[0] in (KEY, KEY_PACKET)
 
 
 def check_feature(feature: np.ndarray, model: MotionModel, what: str) -> np.ndarray:

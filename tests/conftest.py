@@ -16,6 +16,27 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
 
 
+GOLDEN = SHARED / "reference" / "golden"
+
+
+def golden_checkpoint(tmp_path: Path, family: str):
+    """An official-layout checkpoint and config written from a golden file, with the golden
+    record and its input frames (N, 256, 256, 3) uint8; skips when the file is absent."""
+    import torch
+    import yaml
+
+    src = GOLDEN / f"{family}.pt"
+    if not src.exists():
+        pytest.skip(f"shared reference data not present: {src}")
+    g = torch.load(src, weights_only=True)
+    frames = torch.load(GOLDEN / g["inputs_file"], weights_only=True)["frames_uint8"]
+    path = tmp_path / f"{family}-checkpoint.pth.tar"
+    torch.save({**g["state_dict"], "epoch": 1}, path)
+    cfg = tmp_path / f"{family}-256.yaml"
+    cfg.write_text(yaml.safe_dump(g["config"]))
+    return str(path), str(cfg), g, frames.permute(0, 2, 3, 1).numpy()
+
+
 def clip(name: str) -> Path:
     """Path of a real clip, or skip the test when the shared data is not here."""
     p = FACES / name

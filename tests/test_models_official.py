@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import golden_checkpoint
 
 from gfvc.errors import CheckpointError, InputError
 from gfvc.models.official.base import OfficialModel, load_config
@@ -228,22 +229,9 @@ def test_conformance_needs_inputs_file(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- MotionModel
-def _checkpoint_from_golden(
-    tmp_path: Path, model: str
-) -> tuple[str, str, dict[str, Any], np.ndarray]:
-    g = _golden(model)
-    frames = torch.load(_need(GOLDEN / g["inputs_file"]), weights_only=True)["frames_uint8"]
-    ckpt = {**g["state_dict"], "epoch": 1}
-    path = tmp_path / f"{model}-checkpoint.pth.tar"
-    torch.save(ckpt, path)
-    cfg = tmp_path / f"{model}-256.yaml"
-    cfg.write_text(yaml.safe_dump(g["config"]))
-    return str(path), str(cfg), g, frames.permute(0, 2, 3, 1).numpy()
-
-
 @pytest.mark.parametrize("model", ["FOMM", "CFTE", "FV2V", "DAC", "RDAC"])
 def test_motion_model_round_trip(tmp_path: Path, model: str) -> None:
-    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, model)
+    path, cfg, g, frames = golden_checkpoint(tmp_path, model)
     m = FAMILIES[model].create(checkpoint=path, config=cfg)
     assert m.send_key_feature is False and m.dim == g["enc_features_flat"].shape[1]
     key = np.ascontiguousarray(frames[0])
@@ -265,7 +253,7 @@ def test_motion_model_round_trip(tmp_path: Path, model: str) -> None:
 
 
 def test_synthesize_rounds_and_exposes_raw_output(tmp_path: Path) -> None:
-    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "FOMM")
+    path, cfg, g, frames = golden_checkpoint(tmp_path, "FOMM")
     m = FommModel.create(checkpoint=path, config=cfg)
     key = np.ascontiguousarray(frames[0])
     kf, f = m.analyse_key(key), m.analyse(frames[3])
@@ -280,7 +268,7 @@ def test_synthesize_rounds_and_exposes_raw_output(tmp_path: Path) -> None:
 
 
 def test_hdac_needs_base_layer(tmp_path: Path) -> None:
-    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "HDAC")
+    path, cfg, g, frames = golden_checkpoint(tmp_path, "HDAC")
     m = HdacModel.create(checkpoint=path, config=cfg)
     key = np.ascontiguousarray(frames[0])
     kf, f = m.analyse_key(key), m.analyse(frames[1])
@@ -291,7 +279,7 @@ def test_hdac_needs_base_layer(tmp_path: Path) -> None:
 
 
 def test_fomm_reference_variants_are_options(tmp_path: Path) -> None:
-    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "FOMM")
+    path, cfg, g, frames = golden_checkpoint(tmp_path, "FOMM")
     key = np.ascontiguousarray(frames[0])
     outs = []
     for opts in (
@@ -308,7 +296,7 @@ def test_fomm_reference_variants_are_options(tmp_path: Path) -> None:
 
 
 def test_channels_last_is_numerically_equivalent(tmp_path: Path) -> None:
-    path, cfg, g, frames = _checkpoint_from_golden(tmp_path, "DAC")
+    path, cfg, g, frames = golden_checkpoint(tmp_path, "DAC")
     m = DacModel.create(checkpoint=path, config=cfg)
     key = np.ascontiguousarray(frames[0])
     kf, f = m.analyse_key(key), m.analyse(frames[4])
@@ -329,7 +317,7 @@ def test_cli_round_trip_with_official_layout_checkpoint(tmp_path: Path, model: s
     from gfvc.cli import app
     from gfvc.io import VideoReader, VideoWriter
 
-    path, cfg, _, frames = _checkpoint_from_golden(tmp_path, model)
+    path, cfg, _, frames = golden_checkpoint(tmp_path, model)
     src = tmp_path / "in.rgb"
     with VideoWriter(src, fps=Fraction(25), width=256, height=256) as w:
         for f in frames[:4]:

@@ -541,6 +541,7 @@ def make_gfv(
         feat = encode_ints_eg(accs[0]) if key_sent else b""
         side = sides[gi] if sides else b""
         out.append(packer.add(bytes([KEY]) + pack_key_payload(picture, feat, side)))
+        coder.reset()  # format version 2: every key unit is an entry point
         for a, b in zip(accs, accs[1:], strict=False):
             out.append(packer.add(bytes([FEATURE]) + coder.encode(b - a)))
     out.append(packer.finish())

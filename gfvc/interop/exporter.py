@@ -66,6 +66,8 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
     acc = None
     for unit in parsed.units:
         if unit[0] == KEY:
+            if h.resets_at_key:
+                coder.reset()
             picture, feature, side = unpack_key_payload(unit[1:])
             if h.key_feature_sent:
                 acc = decode_ints_eg(feature, h.feature_dim, "key-frame feature")

@@ -198,6 +198,7 @@ def annexb_to_gfv(
         if not header.key_feature_sent and not foreign and np.any(accs[0]):
             raise BitstreamError("the base message of a key-relative stream must carry zeros")
         chunks.append(packer.add(bytes([KEY]) + pack_key_payload(g.picture, feature, g.side)))
+        fcoder.reset()  # every key frame is an entry point
         for prev, cur in zip(accs, accs[1:], strict=False):
             chunks.append(packer.add(bytes([FEATURE]) + fcoder.encode(cur - prev)))
         frames += len(accs)

@@ -61,6 +61,7 @@ def decode_picture(decoder: str, data: bytes) -> Any:
         raise BitstreamError("key-frame payload is empty")
     ctx = av.CodecContext.create(decoder, "r")
     ctx.thread_count = 1
+    ctx.options = {"err_detect": "explode"}  # refuse damage instead of concealing it
     try:
         frames = list(ctx.decode(av.Packet(bytes(data)))) + list(ctx.decode(None))
     except av.FFmpegError as exc:
