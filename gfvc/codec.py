@@ -247,9 +247,12 @@ class Decoder(_Closable):
                 f"header says {header.width}x{header.height} frames, model codes {model.size}"
             )
         self.model = model
-        self.keyframe = keyframe_codec_class_by_id(header.keyframe_codec_id)(
-            qp=header.keyframe_qp, fmt=header.keyframe_format
-        )
+        try:
+            self.keyframe = keyframe_codec_class_by_id(header.keyframe_codec_id)(
+                qp=header.keyframe_qp, fmt=header.keyframe_format
+            )
+        except GfvcError as e:  # out-of-range QP, unknown codec id, format it cannot code
+            raise BitstreamError(f"corrupt bitstream header ({e})") from None
         self.coder = feature_coder_by_id(header.coder_id, model.dim)
         self._predictor: ClosedLoopPredictor | None = None
         self._key_frame: np.ndarray | None = None
