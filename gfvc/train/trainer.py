@@ -13,6 +13,7 @@ on GPUs): each rank samples its own pairs; rank 0 validates, logs and writes che
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gfvc.errors import InputError
+from gfvc.errors import CheckpointError, InputError
 from gfvc.models.faceshape import POINTS, ShapeModel, fit_shape_model
 from gfvc.models.landmark import KEY_POINT_STEP, Refiner, network_input, to_tensor, warp_inputs
 from gfvc.train.data import build_cache, cached_clips, identity_groups, load_clip
@@ -73,12 +74,37 @@ class TrainConfig:
             p = Path(path)
             if not p.is_file():
                 raise InputError(f"training config {p} does not exist")
-            d = yaml.safe_load(p.read_text()) or {}
-            unknown = set(d) - set(cls.__dataclass_fields__)
+            try:
+                d = yaml.safe_load(p.read_text()) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise InputError(f"training config {p} is not valid YAML: {first}") from None
+            if not isinstance(d, dict):
+                raise InputError(f"training config {p} must be a YAML mapping of settings")
+            unknown = set(map(str, d)) - set(cls.__dataclass_fields__)
             if unknown:
                 raise InputError(f"unknown keys in {p}: {', '.join(sorted(unknown))}")
+            for k, v in d.items():
+                _check_setting(cls(), k, v, p)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**d)
+
+
+def _check_setting(default: TrainConfig, key: str, value: Any, path: Path) -> None:
+    """``value`` has the type of the default of ``key`` (ints allowed for floats) and a
+    number is finite and not negative."""
+    want = type(getattr(default, key))
+    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if want is list:
+        ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if ok and want in (int, float):
+        ok = math.isfinite(value) and value >= 0
+    if not ok:
+        raise InputError(
+            f"{path}: {key} must be a {want.__name__} (>= 0 for numbers), got {value!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- data
@@ -325,7 +351,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     step = 0
     last = run / "last.pt"
     if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = _load_state(last)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
@@ -400,6 +426,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     return out
 
 
+def _load_state(path: Path) -> dict[str, Any]:
+    """A run's resumable state, read without running code (numpy scalars allowed)."""
+    from gfvc.models.official.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(path)
+    if not {"net", "step"} <= set(ck):
+        raise CheckpointError(f"{path} is not a training state (no 'net' and 'step')")
+    return ck
+
+
 def _append(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -453,7 +489,7 @@ def export_run(cfg: TrainConfig, out: Path | None = None, warp_only: bool = Fals
         raise InputError(f"no checkpoint in {run}: train first")
     net, step = None, 0
     if not warp_only:
-        ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+        ck = _load_state(run / "last.pt")
         net = Refiner(width=cfg.width)
         net.load_state_dict(ck["net"])
         step = ck["step"]

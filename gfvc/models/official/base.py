@@ -64,10 +64,58 @@ def params_from_config_dict(data: Any, where: str = "config") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: expected a mapping at top level")
     params = data.get("model_params", data)
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{where}: model_params must be a mapping")
     for section in ("common_params", "kp_detector_params", "generator_params"):
         if not isinstance(params.get(section), dict):
             raise CheckpointError(f"{where}: model_params.{section} is missing")
+    _check_numbers(params, where)
     return copy.deepcopy(params)
+
+
+MAX_CONFIG_INT = 16384  # largest integer a model configuration may hold (channels, blocks ...)
+MAX_PARAMETERS = 500_000_000  # a configuration describing a bigger network is refused
+
+
+def _check_numbers(tree: Any, where: str, path: str = "model_params") -> None:
+    """Every number finite and every integer in 0..MAX_CONFIG_INT: a hostile config cannot
+    make the model builder loop or allocate without bound."""
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            _check_numbers(v, where, f"{path}.{k}")
+    elif isinstance(tree, list | tuple):
+        for i, v in enumerate(tree):
+            _check_numbers(v, where, f"{path}[{i}]")
+    elif isinstance(tree, bool) or tree is None or isinstance(tree, str):
+        return
+    elif isinstance(tree, int):
+        if not 0 <= tree <= MAX_CONFIG_INT:
+            raise CheckpointError(f"{where}: {path} = {tree} is outside 0..{MAX_CONFIG_INT}")
+    elif isinstance(tree, float):
+        if not (np.isfinite(tree) and abs(tree) <= 1e6):
+            raise CheckpointError(f"{where}: {path} = {tree} is not a sane number")
+    else:
+        raise CheckpointError(f"{where}: {path} has an unexpected {type(tree).__name__} value")
+
+
+def check_buildable(cls: type[OfficialModel], params: Mapping[str, Any], options=None) -> None:
+    """Build ``cls``'s networks for ``params`` on the meta device (nothing allocated) and
+    refuse, with CheckpointError, a configuration that cannot be built or is absurdly big."""
+    try:
+        with torch.device("meta"):
+            nets = cls.networks_for(params, options)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure means the configuration is bad
+        raise CheckpointError(
+            f"{cls.family}: the model cannot be built from this configuration "
+            f"({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
+    n = sum(p.numel() for net in nets.values() for p in net.parameters())
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{cls.family}: the configuration describes {n:,} parameters (limit {MAX_PARAMETERS:,})"
+        )
 
 
 def frame_to_tensor(frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
@@ -183,6 +231,7 @@ class OfficialModel(MotionModel, Generic[K]):
                 "weights and pass --checkpoint FILE.pth.tar"
             )
         params = load_config(config, cls.family)
+        check_buildable(cls, params, options)
         ckpt = read_checkpoint(checkpoint)
         states = extract_modules(ckpt, cls.module_names, source=str(checkpoint))
         return cls(
