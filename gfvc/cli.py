@@ -58,6 +58,10 @@ app = typer.Typer(
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AudioFrom = Annotated[
+    Path | None,
+    typer.Option(help="Copy this file's audio into the output video (mp4/mkv/mov), for viewing."),
+]
 Device = Annotated[str, typer.Option(help="Torch device for learned models: cpu or cuda.")]
 KeyQp = Annotated[
     int | None,
@@ -235,6 +239,7 @@ def decode(
             min=0, help="Start at key frame N (0 = the first): every key frame is an entry point."
         ),
     ] = 0,
+    audio_from: AudioFrom = None,
     quiet: Quiet = False,
 ) -> None:
     """Decode a .gfv bitstream (or a .265/.266 stream carrying GFV SEI) into a video."""
@@ -252,6 +257,7 @@ def decode(
                 device=device,
                 progress=tick,
                 from_key=from_key,
+                audio_from=audio_from,
             )
         if not quiet:
             typer.echo(f"{output}: {n} frames")
@@ -368,6 +374,7 @@ def demo(
     model: Annotated[str, typer.Option(help="Motion model.")] = DEFAULT_MODEL,
     qp: KeyQp = None,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
+    audio_from: AudioFrom = None,
     quiet: Quiet = False,
 ) -> None:
     """Encode and decode a sample face video; write the decoded video, a side-by-side PNG and a summary."""
@@ -377,7 +384,7 @@ def demo(
     def body() -> None:
         settings = EncodeSettings(model=model, qp=qp, frames=frames)
         with _progress(None, quiet, "demo") as tick:
-            s = run_demo(input, output, settings, progress=tick)
+            s = run_demo(input, output, settings, progress=tick, audio_from=audio_from)
         typer.echo(
             f"{s.input}: {s.frames} frames coded with {s.model} at {s.kbps:.2f} kbps "
             f"(key frame {s.keyframe_bits} b, features {s.feature_bits} b, overhead {s.overhead_bits} b)\n"

@@ -637,9 +637,11 @@ def decode_file(
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
     from_key: int = 0,
+    audio_from: str | Path | None = None,
 ) -> int:
     """Decode a .gfv file (a path, or its bytes) into a video (format from ``dst``'s
-    extension), starting at key frame ``from_key``. Returns the number of frames written."""
+    extension), starting at key frame ``from_key``, with the audio of ``audio_from`` (a
+    container output only). Returns the number of frames written."""
     from gfvc.io import VideoWriter
 
     check_device(device)
@@ -651,7 +653,7 @@ def decode_file(
     opts = {"checkpoint": checkpoint, "config": config, "device": device}
     with (
         Decoder(h, **opts) as dec,
-        VideoWriter(dst, fps=h.fps, width=h.width, height=h.height) as out,
+        VideoWriter(dst, fps=h.fps, width=h.width, height=h.height, audio_from=audio_from) as out,
     ):
         for unit in units:
             out.write(dec.decode_unit(unit))

@@ -67,6 +67,7 @@ def run_demo(
     out_dir: str | Path,
     settings: EncodeSettings | None = None,
     progress: Callable[[int], None] | None = None,
+    audio_from: str | Path | None = None,
 ) -> DemoSummary:
     import cv2
 
@@ -109,7 +110,7 @@ def run_demo(
         progress(len(decoded))
 
     video = out / "decoded.mp4"
-    with VideoWriter(video, fps=prep.fps, width=s.size, height=s.size) as w:
+    with VideoWriter(video, fps=prep.fps, width=s.size, height=s.size, audio_from=audio_from) as w:
         for f in decoded:
             w.write(f)
     png = out / "side_by_side.png"

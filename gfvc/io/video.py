@@ -45,12 +45,18 @@ PathLike = str | os.PathLike[str]
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What is known about a video before decoding it (``frames`` is None when unknown)."""
+    """What is known about a video before decoding it (``frames`` is None when unknown).
+
+    ``width`` and ``height`` are those of the frames as shown: a phone video stored in
+    landscape with a 90-degree display rotation reads as portrait. ``rotation`` is that
+    display rotation (counter-clockwise degrees, 0/90/180/270), already applied to frames.
+    """
 
     width: int
     height: int
     fps: Fraction
     frames: int | None
+    rotation: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +83,9 @@ def raw_frame_bytes(suffix: str, width: int, height: int) -> int:
     return width * height * 3 if suffix == ".rgb" else width * height * 3 // 2
 
 
-def check_dimensions(width: int, height: int, source: str) -> None:
-    """Reject sizes the codec cannot handle: odd (4:2:0), under 64 px, over 8192 px."""
+def check_dimensions(width: int, height: int, source: str, *, even: bool = True) -> None:
+    """Reject sizes the codec cannot handle: under 64 px, over 8192 px, and odd ones when
+    ``even`` (raw files; a container's odd picture is cropped to a face anyway)."""
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InputError(
             f"{source} is {width}x{height}; frames must be at least {MIN_SIDE}x{MIN_SIDE} pixels"
@@ -88,7 +95,7 @@ def check_dimensions(width: int, height: int, source: str) -> None:
             f"{source} is {width}x{height}; frames larger than {MAX_SIDE} pixels are not "
             "supported, scale the video down first"
         )
-    if width % 2 or height % 2:
+    if even and (width % 2 or height % 2):
         raise InputError(
             f"{source} is {width}x{height}; width and height must be even (4:2:0 coding)"
         )
@@ -164,6 +171,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _probe_container(path: Path, fps: Fraction | None) -> VideoInfo:
+    import av
+
     container = _open_container(path)
     try:
         if not container.streams.video:
@@ -172,12 +181,32 @@ def _probe_container(path: Path, fps: Fraction | None) -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise InputError(f"{path} is not a video PyAV can read (no picture size)")
-        check_dimensions(width, height, str(path))
+        check_dimensions(width, height, str(path), even=False)
         rate = fps or stream.average_rate or stream.base_rate or stream.guessed_rate
         frames = stream.frames or None
+        try:  # the display rotation is side data of the frames: look at the first one
+            rotation = next((_rotation(f) for f in container.decode(stream)), 0)
+        except av.FFmpegError:
+            rotation = 0  # reading the frames will say what is wrong
     finally:
         container.close()
-    return VideoInfo(width, height, as_fraction(rate or RAW_DEFAULT_FPS), frames)
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(width, height, as_fraction(rate or RAW_DEFAULT_FPS), frames, rotation)
+
+
+def _rotation(frame) -> int:  # av.VideoFrame
+    """Display rotation of a decoded frame, counter-clockwise, snapped to 0/90/180/270."""
+    try:
+        deg = float(getattr(frame, "rotation", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return int(round(deg / 90)) % 4 * 90 if np.isfinite(deg) else 0
+
+
+def _native_rate(stream) -> Fraction | None:  # av.VideoStream
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else None
 
 
 def _iter_raw(path: Path, suffix: str, info: VideoInfo) -> Iterator[np.ndarray]:
@@ -201,22 +230,71 @@ def _iter_container(path: Path, info: VideoInfo) -> Iterator[np.ndarray]:
 
     container = _open_container(path)
     index = 0
+    k = info.rotation // 90
+    stored = (info.height, info.width) if k % 2 else (info.width, info.height)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            if frame.width != info.width or frame.height != info.height:
-                raise InputError(
-                    f"{path} changes picture size at frame {index} "
-                    f"({info.width}x{info.height} -> {frame.width}x{frame.height}); "
-                    "re-encode it at one size"
-                )
-            yield frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
-            index += 1
+
+        def pictures() -> Iterator[tuple[float | None, np.ndarray]]:
+            nonlocal index
+            for frame in container.decode(stream):
+                if (frame.width, frame.height) != stored:
+                    raise InputError(
+                        f"{path} changes picture size at frame {index} "
+                        f"({stored[0]}x{stored[1]} -> {frame.width}x{frame.height}); "
+                        "re-encode it at one size"
+                    )
+                rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+                if k:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, k))
+                index += 1
+                yield frame.time, rgb
+
+        yield from on_time_grid(pictures(), _native_rate(stream) or info.fps)
     except av.FFmpegError as exc:
         raise InputError(f"{path} is corrupt near frame {index} ({_short(exc)})") from None
     finally:
         container.close()
+
+
+MAX_HOLD_S = 10  # longest gap in the timestamps filled by repeating a frame
+
+
+def on_time_grid(
+    frames: Iterator[tuple[float | None, np.ndarray]], rate: Fraction
+) -> Iterator[np.ndarray]:
+    """Frames with presentation times -> frames at a constant ``rate``, by the timestamps.
+
+    Slot k (time t0 + k / rate) shows the newest frame at or before it (times are rounded
+    to the nearest slot): a variable-frame-rate video has frames repeated in its slow parts
+    and dropped in its fast ones, so time runs as in the source. A constant-rate video
+    passes unchanged. Frames without a time take the next slot; gaps longer than
+    MAX_HOLD_S are shortened to it (a broken timestamp cannot make unbounded output).
+    """
+    t0: float | None = None
+    next_slot = 0
+    last: np.ndarray | None = None
+    max_hold = int(MAX_HOLD_S * rate)
+    for t, img in frames:
+        if t is None or not np.isfinite(t):
+            slot = next_slot
+        else:
+            if t0 is None:
+                t0 = t
+            slot = int(round((t - t0) * rate))
+        if slot < next_slot:  # a second frame in a slot already shown: keep it for holds
+            last = img
+            continue
+        if last is not None:
+            for _ in range(min(slot - next_slot, max_hold)):
+                yield last
+        if slot - next_slot > max_hold and t0 is not None:
+            t0 += (slot - next_slot - max_hold) / rate
+            slot = next_slot + max_hold
+        yield img
+        last = img
+        next_slot = slot + 1
 
 
 class VideoReader:
@@ -352,9 +430,18 @@ class _RawSink:
 
 
 class _AvSink:
-    """A viewing copy: H.264 (libx264, yuv420p, crf 12, preset fast) in mp4/mkv/mov."""
+    """A viewing copy: H.264 (libx264, yuv420p, crf 12, preset fast) in mp4/mkv/mov, with
+    the first audio stream of ``audio_from`` copied in (as long as the video) when given."""
 
-    def __init__(self, path: Path, fmt: str, width: int, height: int, fps: Fraction):
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        width: int,
+        height: int,
+        fps: Fraction,
+        audio_from: Path | None = None,
+    ):
         import av
 
         self.container = av.open(str(path), mode="w", format=fmt)
@@ -363,7 +450,17 @@ class _AvSink:
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "12", "preset": "fast"}
         self.stream = stream
+        self.fps = fps
         self.pts = 0
+        self.audio_src = self.audio_out = None
+        if audio_from is not None:
+            self.audio_src = _open_container(audio_from)
+            if not self.audio_src.streams.audio:
+                self.audio_src.close()
+                raise InputError(f"--audio-from {audio_from}: it has no audio stream")
+            self.audio_out = self.container.add_stream_from_template(
+                self.audio_src.streams.audio[0]
+            )
 
     def write(self, frame: np.ndarray) -> None:
         import av
@@ -378,9 +475,38 @@ class _AvSink:
     def close(self) -> None:
         for packet in self.stream.encode(None):
             self.container.mux(packet)
+        if self.audio_src is not None:
+            self._copy_audio()
         self.container.close()
 
+    def _copy_audio(self) -> None:
+        """Remux the source's audio packets that fall within the video's duration, timed
+        from the start of the source's video (where decoded frame 0 comes from)."""
+        src = self.audio_src
+        ain = src.streams.audio[0]
+        tb = ain.time_base
+        v = src.streams.video[0] if src.streams.video else None
+        start = v.start_time * v.time_base if v is not None and v.start_time is not None else 0
+        shift = int(round(start / tb))
+        end = shift + int(self.pts / self.fps / tb)
+        try:
+            for packet in src.demux(ain):
+                if packet.pts is None or packet.dts is None:
+                    continue
+                if packet.pts >= end:
+                    break
+                if packet.pts < shift:
+                    continue
+                packet.pts -= shift
+                packet.dts -= shift
+                packet.stream = self.audio_out
+                self.container.mux(packet)
+        finally:
+            src.close()
+
     def abort(self) -> None:
+        if self.audio_src is not None:
+            self.audio_src.close()
         self.container.close()
 
 
@@ -405,8 +531,17 @@ class VideoWriter:
     ``abort()``, so a crash never leaves a half-written file that looks complete.
     """
 
-    def __init__(self, path: PathLike, *, fps: Fraction, width: int, height: int) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        fps: Fraction,
+        width: int,
+        height: int,
+        audio_from: PathLike | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.audio_from = Path(audio_from) if audio_from is not None else None
         self.suffix = self.path.suffix.lower()
         if self.suffix not in WRITE_SUFFIXES:
             raise OutputError(
@@ -423,6 +558,14 @@ class VideoWriter:
                 f"cannot write {self.path}: {self.suffix} needs even width and height, "
                 f"got {self.width}x{self.height}"
             )
+        if self.audio_from is not None:
+            if self.suffix not in CONTAINER_FORMATS:
+                raise OutputError(
+                    f"cannot write {self.path} with audio: --audio-from needs an "
+                    f"{', '.join(CONTAINER_FORMATS)} output"
+                )
+            if not self.audio_from.is_file():
+                raise InputError(f"--audio-from {self.audio_from} does not exist")
         self.fps = as_fraction(fps)
         self.frames_written = 0
         self._tmp, self._sink = self._open()
@@ -442,11 +585,19 @@ class VideoWriter:
             if self.suffix in CONTAINER_FORMATS:
                 os.close(fd)
                 sink: _RawSink | _AvSink = _AvSink(
-                    tmp, CONTAINER_FORMATS[self.suffix], self.width, self.height, self.fps
+                    tmp,
+                    CONTAINER_FORMATS[self.suffix],
+                    self.width,
+                    self.height,
+                    self.fps,
+                    self.audio_from,
                 )
             else:
                 fh = os.fdopen(fd, "wb", buffering=1 << 20)
                 sink = _RawSink(fh, self.suffix, self.width, self.height, self.fps)
+        except InputError:
+            _unlink_quietly(tmp)
+            raise
         except Exception as exc:
             _unlink_quietly(tmp)
             raise OutputError(f"cannot write {self.path}: {_short(exc)}") from None
