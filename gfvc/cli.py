@@ -161,6 +161,12 @@ def encode(
         float | None, typer.Option(help="Feature quantization step (model default if unset).")
     ] = None,
     frames: Annotated[int | None, typer.Option(help="Code only the first N frames.")] = None,
+    face: Annotated[
+        int,
+        typer.Option(
+            help="Which face to follow when several are in view: 0 the largest at the start, 1 the next ..."
+        ),
+    ] = 0,
     size: Annotated[str, typer.Option(help="Coded size N (square), or WxH of raw input.")] = "256",
     no_crop: Annotated[
         bool, typer.Option("--no-crop", help="Input is already an aligned face: no face crop.")
@@ -205,6 +211,7 @@ def encode(
             keyframe_format=keyframe_format,
             coder=coder,
             frames=frames,
+            face=face,
             size=coded,
             crop=not no_crop,
             gop=gop,
@@ -267,6 +274,7 @@ def decode(
 
 def info_dict(path: Path) -> dict[str, Any]:
     from gfvc.bitstream import parse_stream
+    from gfvc.bitstream.extension import no_face_spans
     from gfvc.codec import read_stream, stream_report
     from gfvc.features.entropy import FEATURE_CODERS
     from gfvc.keyframe import keyframe_codec_class_by_id
@@ -311,6 +319,8 @@ def info_dict(path: Path) -> dict[str, Any]:
         "keyframe_format": h.keyframe_format,
         "keyframe_qp": h.keyframe_qp,
         "key_feature_sent": h.key_feature_sent,
+        # [start, end) frames in which the encoder saw no face (the picture is the camera's)
+        "no_face_spans": [list(sp) for sp in no_face_spans(h)],
     }
 
 
@@ -338,6 +348,9 @@ def info(
             f"  overhead       {d['overhead_bits']:>9} bits  ({d['overhead_bits'] / per:.2f} per inter frame; "
             f"header {d['header_bits']}, {d['segments']} segments)"
         )
+        if d["no_face_spans"]:
+            spans = ", ".join(f"{a}-{b - 1}" for a, b in d["no_face_spans"])
+            typer.echo(f"  no face        frames {spans}")
 
     _run(body)
 

@@ -14,10 +14,9 @@ sends the header once and then units over its own transport; ``encode_file`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,13 @@ from gfvc.bitstream import (
     unit_type,
     unpack_key_payload,
 )
+from gfvc.bitstream.extension import with_no_face_spans
 from gfvc.bitstream.format import FPS_RANGE, KEY_PACKET, QSTEP_RANGE, stored_qstep
 from gfvc.errors import (
     BitstreamError,
     CheckpointError,
     GfvcError,
     InputError,
-    NoFaceError,
 )
 from gfvc.features.entropy import (
     FEATURE_CODERS,
@@ -58,7 +57,6 @@ from gfvc.io.atomic import AtomicFile
 from gfvc.keyframe import KeyframeCodec, keyframe_codec, keyframe_codec_class_by_id
 from gfvc.models import MotionModel, model_class, model_class_by_id
 
-CROP_SCAN_FRAMES = 50  # frames looked at to place the face crop
 MAX_GOP = 1_000_000  # frames between periodic key frames
 
 
@@ -432,6 +430,7 @@ class EncodeSettings:
     crop: bool = True
     gop: int | None = None
     device: str = "cpu"
+    face: int = 0  # which face to follow: 0 the largest at the start, 1 the next ...
     raw_size: tuple[int, int] | None = None  # for .rgb/.yuv input
     fps: Fraction | None = None  # override, mainly for raw input
 
@@ -451,6 +450,8 @@ class EncodeSettings:
             raise InputError(
                 f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}"
             )
+        if not 0 <= self.face <= 64:
+            raise InputError(f"--face must be 0 (the largest face) .. 64, got {self.face}")
         if self.frames is not None and self.frames < 2:
             raise InputError("--frames must be at least 2 (a key frame and one frame to animate)")
         if not 64 <= self.size <= 1024 or self.size % 2:
@@ -478,7 +479,14 @@ def build_model(name: str, *, checkpoint=None, config=None, device="cpu", size=2
 
 
 class FramePreparer:
-    """Reads a video and yields model-sized face crops, one stable crop for the sequence."""
+    """Reads a video and yields model-sized face crops that follow the face.
+
+    With cropping on, a first pass over the input (streamed) tracks the subject
+    (``gfvc.io.track``): ``track`` then holds a stabilised crop per frame, the frames where
+    the crop jumps or the face is lost or found (``refresh_at``: the encoder makes those key
+    frames) and the spans without a face. The second pass crops. Nothing but a few numbers per
+    frame is kept, so memory does not grow with the length of the input.
+    """
 
     def __init__(self, path: str | Path, settings: EncodeSettings) -> None:
         from gfvc.io import VideoReader
@@ -487,39 +495,80 @@ class FramePreparer:
         self.settings = settings
         self.reader = VideoReader(path, size=settings.raw_size, fps=settings.fps)
         self.fps = Fraction(settings.fps or self.reader.info.fps)
+        self._track = None
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        from gfvc.io import crop_and_resize, find_face_crop
+    def _frames(self) -> Iterator[np.ndarray]:
+        n = self.settings.frames
+        frames = iter(self.reader)
+        return frames if n is None else (f for _, f in zip(range(n), frames, strict=False))
+
+    @property
+    def track(self):  # -> gfvc.io.track.FaceTrack | None
+        """The face track (first pass, run on first use); None without cropping."""
+        from gfvc.io.track import track_face
 
         s = self.settings
-        frames: Iterable[np.ndarray] = iter(self.reader)
-        if s.frames is not None:
-            frames = (f for _, f in zip(range(s.frames), frames, strict=False))
-        frames = iter(frames)
-        head = [f for _, f in zip(range(CROP_SCAN_FRAMES), frames, strict=False)]
-        if not head:
-            raise InputError(f"{self.path} has no frames")
-        try:
-            box = find_face_crop(head) if s.crop else None
-        except NoFaceError:
-            raise NoFaceError(
-                f"no face found in the first {len(head)} frames of {self.path}; "
-                "if the video is already a face crop, pass --no-crop"
-            ) from None
-        for f in chain(head, frames):
+        if s.crop and self._track is None:
+            self._track = track_face(
+                self._frames(), float(self.fps), face=s.face, size=s.size, source=str(self.path)
+            )
+        return self._track
+
+    @property
+    def refresh_at(self) -> frozenset[int]:
+        """Frames that must be key frames: the crop jumps, or the face is lost or found."""
+        t = self.track
+        return frozenset(t.refresh) if t is not None else frozenset()
+
+    @property
+    def no_face_spans(self) -> list[tuple[int, int]]:
+        t = self.track
+        return list(t.lost) if t is not None else []
+
+    def prime(self, enc: Encoder) -> None:
+        """Prepare ``enc`` for the track: when the video starts without a face, its model
+        meets the face first seen, so the faceless key frames have a face to hold; the file
+        header lists the spans without a face."""
+        t = self.track
+        if t is None:
+            return
+        if t.lost and t.lost[0][0] == 0 and t.first_face_crop is not None:
+            enc.model.analyse(t.first_face_crop)
+            enc.model.reset()
+        enc.header = with_no_face_spans(enc.header, t.lost)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from gfvc.io import crop_and_resize
+
+        s = self.settings
+        track = self.track
+        n = 0
+        for i, f in enumerate(self._frames()):
+            box = track.boxes[i] if track is not None and i < track.frames else None
+            if track is not None and i >= track.frames:
+                box = track.boxes[-1]  # the input grew between the passes: hold
             yield crop_and_resize(f, box, s.size)
+            n += 1
+        if n == 0:
+            raise InputError(f"{self.path} has no frames")
 
     def close(self) -> None:
         self.reader.close()
 
 
 def stream_chunks(
-    enc: Encoder, frames: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
+    enc: Encoder,
+    frames: Iterable[np.ndarray],
+    progress: Callable[[int], None] | None = None,
+    refresh_at: Container[int] = (),
 ) -> Iterator[bytes]:
-    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames``."""
+    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames``; the frames
+    numbered in ``refresh_at`` become key frames."""
     packer = SegmentPacker(enc.header.segment_units)
     yield enc.header.to_bytes()
-    for frame in frames:
+    for i, frame in enumerate(frames):
+        if i in refresh_at:
+            enc.request_refresh()
         yield packer.add(enc.encode_unit(frame))
         if progress:
             progress(1)
@@ -589,8 +638,9 @@ def encode_file(
     prep = FramePreparer(src, s)
     try:
         enc = make_encoder(s, prep.fps, model)
+        prep.prime(enc)
         with AtomicFile(dst) as out:
-            for chunk in stream_chunks(enc, prep, progress):
+            for chunk in stream_chunks(enc, prep, progress, prep.refresh_at):
                 out.write(chunk)
     finally:
         prep.close()

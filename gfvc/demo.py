@@ -92,9 +92,10 @@ def run_demo(
     t0 = time.perf_counter()
     try:
         enc = make_encoder(s, prep.fps, model)
+        prep.prime(enc)
         gfv = out / "demo.gfv"
         with AtomicFile(gfv) as f:
-            for chunk in stream_chunks(enc, keep(prep), progress):
+            for chunk in stream_chunks(enc, keep(prep), progress, prep.refresh_at):
                 f.write(chunk)
     finally:
         prep.close()

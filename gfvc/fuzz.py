@@ -277,10 +277,12 @@ class Corpus:
 
 def _decode_some(data: bytes, max_units: int = MAX_DECODED_UNITS) -> None:
     from gfvc.bitstream import parse_stream
+    from gfvc.bitstream.extension import no_face_spans
     from gfvc.codec import Decoder, stream_report
 
     parsed = parse_stream(data)
     stream_report(data)
+    no_face_spans(parsed.header)
     with Decoder(parsed.header) as dec:
         for unit in parsed.units[:max_units]:
             out = dec.decode_unit(unit)

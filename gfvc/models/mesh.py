@@ -84,8 +84,10 @@ class OneEuroFilter:
 class LandmarkTracker:
     """FaceMesh on every frame, the chosen points, One-Euro smoothed (encoder side).
 
-    Holds the last pose through a frame where no face is found; a first frame without a face
-    is an error. ``dims`` keeps x, y (2) or x, y, z (3) in pixels.
+    Holds the last pose through a frame where no face is found, also across ``reset()``: a
+    key frame without a face (the camera shows none for a while) is coded with the last face
+    seen, so the picture itself is what the receiver shows. Only when no face was ever seen
+    is a frame without one an error. ``dims`` keeps x, y (2) or x, y, z (3) in pixels.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class LandmarkTracker:
         self._filter = OneEuroFilter(**filter_options)
         self._landmarker = None
         self._last: np.ndarray | None = None
+        self._fallback: np.ndarray | None = None  # the last face before a reset()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         from gfvc.io import FaceLandmarker
@@ -107,6 +110,8 @@ class LandmarkTracker:
             self._landmarker = FaceLandmarker()
         lm = self._landmarker(frame)
         if lm is None:
+            if self._last is None and self._fallback is not None:
+                return self._fallback
             if self._last is None:
                 raise NoFaceError(
                     "no face found in the key frame; check the input or its crop "
@@ -121,6 +126,8 @@ class LandmarkTracker:
 
     def reset(self) -> None:
         self._filter.reset()
+        if self._last is not None:
+            self._fallback = self._last
         self._last = None
 
 
