@@ -99,6 +99,7 @@ class LandmarkTracker:
         self._filter = OneEuroFilter(**filter_options)
         self._landmarker = None
         self._last: np.ndarray | None = None
+        self.found = True  # whether the last frame showed a face
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         from gfvc.io import FaceLandmarker
@@ -106,6 +107,7 @@ class LandmarkTracker:
         if self._landmarker is None:
             self._landmarker = FaceLandmarker()
         lm = self._landmarker(frame)
+        self.found = lm is not None
         if lm is None:
             if self._last is None:
                 raise NoFaceError(
@@ -120,8 +122,10 @@ class LandmarkTracker:
         return pts
 
     def reset(self) -> None:
+        """Start a new smoothing run (at a key frame). The last pose stays as the fallback for
+        a key frame without a face: refresh must not fail because the face is hidden."""
         self._filter.reset()
-        self._last = None
+        self.found = True
 
 
 def border_points(size: int, per_side: int = 4) -> np.ndarray:
@@ -187,6 +191,11 @@ class MeshModel(MotionModel):
     model_id: ClassVar[int] = 1
     default_qstep: ClassVar[float] = 0.5  # 2-pixel steps at 256x256 (closed loop: error <= 1 px)
     send_key_feature: ClassVar[bool] = True
+    cheap_preview: ClassVar[bool] = True  # synthesis is one warp
+
+    @property
+    def tracking(self) -> bool:
+        return self._tracker.found
 
     def __init__(self, size: int = 256, smoothing: bool = True, fps: float = 25.0) -> None:
         self.size = size
