@@ -23,6 +23,7 @@ from torch import nn
 from gfvc.errors import CheckpointError, InputError
 from gfvc.models.base import MotionModel
 from gfvc.models.official.checkpoint import extract_modules, load_modules, read_checkpoint
+from gfvc.models.official.layers import fuse_for_inference
 
 __all__ = [
     "OfficialModel",
@@ -133,6 +134,9 @@ class OfficialModel(MotionModel, Generic[K]):
     module_names: ClassVar[tuple[str, ...]]
     options_class: ClassVar[type[ModelOptions]] = ModelOptions
     send_key_feature: ClassVar[bool] = False
+    #: The networks only synthesis runs (sped up by :meth:`set_fast_inference`); the others
+    #: analyse frames and keep the reference form.
+    synthesis_nets: ClassVar[tuple[str, ...]] = ("generator",)
 
     def __init__(
         self,
@@ -159,6 +163,8 @@ class OfficialModel(MotionModel, Generic[K]):
         self.device = torch.device("cpu")
         self._digest: bytes | None = None
         self._key_cache: tuple[bytes, K] | None = None
+        self._channels_last = False
+        self._fast = True
         self.to(device)
 
     # ------------------------------------------------------------------ construction
@@ -256,26 +262,49 @@ class OfficialModel(MotionModel, Generic[K]):
         self.device = torch.device(device)
         for net in self.nets.values():
             net.to(self.device)
-        self._key_cache = None
+        self._set_runtime_form()
         return self
 
     def reset(self) -> None:
         self._key_cache = None
 
     def set_channels_last(self, enabled: bool = True) -> OfficialModel:
-        """Store 2-D conv weights channels-last (NHWC): ~15-25% faster on CPU (oneDNN).
+        """Store every network's 2-D conv weights channels-last (NHWC), the analysis networks'
+        included: ~15-25% faster on CPU (oneDNN).
 
         A runtime choice, not part of ``config_dict``: outputs change only by float rounding
-        (~1e-6), and the default (off) keeps the reference software's memory layout, which is
-        what reproduces its features bit for bit.
+        (~1e-6), and the default (off) keeps the reference software's memory layout for the
+        analysis networks, which is what reproduces its features bit for bit. (The synthesis
+        networks run channels-last anyway while :meth:`set_fast_inference` is on.)
         """
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        for net in self.nets.values():
+        self._channels_last = enabled
+        self._set_runtime_form()
+        return self
+
+    def set_fast_inference(self, enabled: bool = True) -> OfficialModel:
+        """Run the synthesis networks (:attr:`synthesis_nets`) in their inference form (on by
+        default): batch norms folded into the convolutions, nearest upsampling merged into the
+        convolution after it, channels-last weights, activations in place.
+
+        A runtime choice, not part of ``config_dict``: the outputs differ from the reference
+        form by float rounding only (well inside the conformance tolerances). The analysis
+        networks, whose features are quantised and must match the reference bit for bit, are
+        never changed. Off: the networks exactly as the reference software runs them.
+        """
+        self._fast = enabled
+        self._set_runtime_form()
+        return self
+
+    def _set_runtime_form(self) -> None:
+        for name, net in self.nets.items():
+            fast = self._fast and name in self.synthesis_nets
+            channels_last = self._channels_last or fast
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
             for p in net.parameters():
                 if p.dim() == 4:
                     p.data = p.data.contiguous(memory_format=fmt)
+            fuse_for_inference(net, fast, channels_last)
         self._key_cache = None
-        return self
 
     # ------------------------------------------------------------------ tensors
     def frame_tensor(self, frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
