@@ -107,7 +107,12 @@ def tensor_to_frame(x: torch.Tensor, rounding: str = "round") -> np.ndarray:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Base of the per-family options dataclasses (documented in each family module)."""
+    """Base of the per-family options dataclasses (documented in each family module).
+
+    ``rounding``: "round" (gfvc) or "truncate" (the reference decoders' ``astype(uint8)``).
+    """
+
+    rounding: str = "round"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ModelOptions:
@@ -131,12 +136,16 @@ class OfficialModel(MotionModel, Generic[K]):
     """
 
     family: ClassVar[str]
-    module_names: ClassVar[tuple[str, ...]]
     options_class: ClassVar[type[ModelOptions]] = ModelOptions
     send_key_feature: ClassVar[bool] = False
     #: The networks only synthesis runs (sped up by :meth:`set_fast_inference`); the others
     #: analyse frames and keep the reference form.
     synthesis_nets: ClassVar[tuple[str, ...]] = ("generator",)
+    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
+    #: The analysis and synthesis networks of the default :meth:`build_networks`.
+    detector_class: ClassVar[type[nn.Module]]
+    generator_class: ClassVar[type[nn.Module]]
+    num_kp: int
 
     def __init__(
         self,
@@ -224,8 +233,17 @@ class OfficialModel(MotionModel, Generic[K]):
         return bare.build_networks(copy.deepcopy(dict(params)))
 
     def build_networks(self, params: Mapping[str, Any]) -> dict[str, nn.Module]:
-        """Construct the networks (names = checkpoint top-level keys); may set attributes."""
-        raise NotImplementedError
+        """Construct the networks (names = checkpoint top-level keys); may set attributes.
+
+        Default: ``detector_class`` and ``generator_class`` built from the yaml sections with
+        the common parameters, the generator set to the options' ``align_corners``.
+        """
+        common = params["common_params"]
+        kp = self.detector_class(**params["kp_detector_params"], **common)
+        gen = self.generator_class(**params["generator_params"], **common)
+        gen.set_align_corners(self.options.align_corners)  # type: ignore[attr-defined]
+        self.num_kp = int(common["num_kp"])
+        return {"kp_detector": kp, "generator": gen}
 
     def remap_state(
         self, module: str, state: Mapping[str, torch.Tensor]
@@ -313,6 +331,52 @@ class OfficialModel(MotionModel, Generic[K]):
                 f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}"
             )
         return frame_to_tensor(frame, layout).to(self.device)
+
+    def vector_tensors(self, vec: np.ndarray) -> dict[str, torch.Tensor]:
+        """A feature vector as float32 tensors, one per field, shaped (1, *field.shape)."""
+        return {
+            name: torch.as_tensor(a, dtype=torch.float32, device=self.device).unsqueeze(0)
+            for name, a in self.split_vector(np.asarray(vec, dtype=np.float64)).items()
+        }
+
+    @staticmethod
+    def tensors_vector(*tensors: torch.Tensor) -> np.ndarray:
+        """The first batch item of each tensor, flattened and joined: a float64 feature vector."""
+        return torch.cat([t[0].reshape(-1) for t in tensors]).to("cpu", torch.float64).numpy()
+
+    # ------------------------------------------------------------------ coding
+    def analyse_tensor(self, x: torch.Tensor) -> Any:
+        """The analysis network's output for a frame tensor (the keypoint detector's)."""
+        with torch.inference_mode():
+            return self.nets["kp_detector"](x)
+
+    def feature_of(self, x: torch.Tensor) -> Any:
+        """The transmitted feature of a frame tensor (what ``to_vector`` takes)."""
+        return self.analyse_tensor(x)
+
+    def analyse(self, frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.feature_of(self.frame_tensor(frame)))
+
+    def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.feature_of(self.frame_tensor(key_frame, "contiguous")))
+
+    def to_vector(self, feature: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def from_vector(self, vec: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def synthesize_tensor(self, key_frame: np.ndarray, key_feature: Any, feature: Any) -> Any:
+        """Raw generator outputs (a dataclass with ``prediction``) for tensor features."""
+        raise NotImplementedError
+
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
+        return tensor_to_frame(out.prediction, self.options.rounding)
 
     def key_encoding(self, key_frame: np.ndarray, key_feature: np.ndarray | None = None) -> K:
         """The cached key-frame encoding, recomputed only when the key frame's bytes (or the

@@ -12,11 +12,14 @@ the linear modes), so ``UpBlock2d`` passes none in that mode.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gfvc.models.official.geometry import warp
 
 __all__ = [
     "AntiAliasInterpolation2d",
@@ -28,6 +31,7 @@ __all__ = [
     "HourglassDecoder",
     "HourglassEncoder",
     "OcclusionAwareGenerator",
+    "TrunkSource",
     "ResBlock2d",
     "ResBlock3d",
     "SameBlock2d",
@@ -398,59 +402,111 @@ def apply_occlusion(
     return features * occlusion
 
 
-class OcclusionAwareGenerator(nn.Module):
-    """The trunk FOMM, CFTE and the DAC family share: ``first`` -> ``down_blocks`` (key-frame
-    encoder), warp + occlusion (the family's), ``bottleneck`` -> ``up_blocks`` -> ``final``.
+@dataclass
+class TrunkSource:
+    """Key-frame (reference) encoding of the occlusion-aware trunk: ``image`` (B,3,H,W),
+    ``small`` (B,3,h,w) the dense-motion network's input, ``features`` (B,C,H/4,W/4)."""
 
-    :meth:`build_trunk` registers ``dense_motion_network``, ``first``, ``down_blocks``,
-    ``up_blocks`` and ``bottleneck`` in that order (the checkpoints' key order); the subclass
-    then assigns ``final``.
+    image: torch.Tensor
+    small: torch.Tensor
+    features: torch.Tensor
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """The generator FOMM, CFTE and the DAC family share: ``first`` -> ``down_blocks``
+    (key-frame encoder), the family's dense motion, warp + occlusion, ``bottleneck`` ->
+    ``up_blocks`` -> ``final`` -> sigmoid.
+
+    A family sets the class attributes: its dense motion network, the trunk's upsampling,
+    whether ``final`` is stored wrapped (``final.conv.*``) and the default ``align_corners``.
+    Registration order (the checkpoints' key order): ``dense_motion_network``, ``first``,
+    ``down_blocks``, ``up_blocks``, ``bottleneck``, ``final``.
     """
 
+    dense_motion_class: ClassVar[type[nn.Module]]
     dense_motion_network: nn.Module
-    final: nn.Module
     align_corners: bool
+    #: Keyword arguments the family's dense motion network takes besides the yaml's.
+    dense_motion_kwargs: ClassVar[dict[str, Any]] = {}
+    up_mode: ClassVar[str] = "nearest"
+    wrapped_final: ClassVar[bool] = False
+    default_align_corners: ClassVar[bool] = False
+    #: Whether unknown generator_params are ignored (the DAC family's yamls carry extras).
+    ignores_extra_params: ClassVar[bool] = False
 
-    def build_trunk(
+    def __init__(
         self,
-        dense_motion_cls: type[nn.Module],
-        dense_motion_params: dict[str, Any] | None,
-        num_kp: int,
         num_channels: int,
-        estimate_occlusion_map: bool,
+        num_kp: int,
         block_expansion: int,
         max_features: int,
         num_down_blocks: int,
         num_bottleneck_blocks: int,
-        **up_kwargs: Any,
+        estimate_occlusion_map: bool = False,
+        dense_motion_params: dict[str, Any] | None = None,
+        estimate_jacobian: bool = False,
+        **extra: Any,
     ) -> None:
-        """Dense motion network (from the yaml's ``dense_motion_params``) and the image trunk."""
+        super().__init__()
+        if extra and not self.ignores_extra_params:
+            raise TypeError(f"{type(self).__name__}: unknown parameters {sorted(extra)}")
         if dense_motion_params is None:
             raise ValueError(f"{type(self).__name__} needs dense_motion_params")
-        self.dense_motion_network = dense_motion_cls(
+        self.dense_motion_network = self.dense_motion_class(
             num_kp=num_kp,
             num_channels=num_channels,
             estimate_occlusion_map=estimate_occlusion_map,
             **dense_motion_params,
+            **self.dense_motion_kwargs,
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
-        self.up_blocks = up_block_stack(block_expansion, max_features, num_down_blocks, **up_kwargs)
+        self.up_blocks = up_block_stack(
+            block_expansion, max_features, num_down_blocks, mode=self.up_mode
+        )
         self.bottleneck = res_bottleneck(
             feature_width(block_expansion, max_features, num_down_blocks), num_bottleneck_blocks
         )
+        final = ConvOutput if self.wrapped_final else nn.Conv2d
+        self.final = final(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.set_align_corners(self.default_align_corners)
 
     def set_align_corners(self, value: bool) -> None:
         self.align_corners = value
         self.dense_motion_network.align_corners = value
+        for m in self.modules():
+            if isinstance(m, UpBlock2d):
+                m.align_corners = value
 
     def encode_features(self, image: torch.Tensor) -> torch.Tensor:
         """``first`` then ``down_blocks``: (B,C,H,W) -> (B,C',H/2^n,W/2^n)."""
         return run_blocks(self.first(image), self.down_blocks)
 
+    def encode_source(self, source: torch.Tensor) -> TrunkSource:
+        """Everything of the key frame the per-frame decoding reuses."""
+        return TrunkSource(
+            source, self.dense_motion_network.downscale(source), self.encode_features(source)
+        )
+
+    def warp_features(self, features: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+        """Backward warp by the dense motion (normalised sampling grid; CFTE: pixel flow)."""
+        return warp(features, deformation, self.align_corners)
+
+    def deform(self, features: torch.Tensor, motion: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Key features warped by ``motion["deformation"]`` and multiplied by its occlusion."""
+        return apply_occlusion(
+            self.warp_features(features, motion["deformation"]),
+            motion.get("occlusion_map"),
+            self.align_corners,
+        )
+
     def decode_features(self, features: torch.Tensor) -> torch.Tensor:
         """``bottleneck`` then ``up_blocks`` (``final`` not applied)."""
         return run_blocks(self.bottleneck(features), self.up_blocks)
+
+    def render(self, features: torch.Tensor) -> torch.Tensor:
+        """Deformed features -> the predicted frame (B,3,H,W) in [0, 1]."""
+        return torch.sigmoid(self.final(self.decode_features(features)))
 
 
 class HourglassEncoder(nn.Module):
@@ -557,26 +613,14 @@ class Hourglass(nn.Module):
 
 
 class ConvOutput(nn.Module):
-    """A conv wrapped in a module (``<name>.conv.*`` keys, as the DAC family stores them).
+    """A conv wrapped in a module (``<name>.conv.*`` keys, as the DAC family stores them)."""
 
-    ``activation``: ``None``, ``"sigmoid"``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        kernel_size: int,
-        padding: int,
-        activation: str | None = None,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, padding: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        return torch.sigmoid(out) if self.activation == "sigmoid" else out
+        return self.conv(x)
 
 
 class GDN(nn.Module):
