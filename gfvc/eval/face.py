@@ -218,8 +218,10 @@ INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 MOUTH_CORNERS = (48, 54)
 
 
-def _dist(points: np.ndarray, i: int, j: int) -> float:
-    return float(np.linalg.norm(points[i] - points[j]))
+def _dists(points: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Euclidean distances |points[i] - points[j]| of the (i, j) index pairs."""
+    i, j = zip(*pairs, strict=True)
+    return np.linalg.norm(points[list(i)] - points[list(j)], axis=1)
 
 
 def _check_points(points: np.ndarray) -> np.ndarray:
@@ -236,17 +238,16 @@ def _ratio(num: float, den: float) -> float:
 def eye_aspect_ratio(points: np.ndarray, eye: tuple[int, ...] = RIGHT_EYE) -> float:
     """EAR = (|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) of one eye of a 68-point fit (NaN when
     the two corners coincide)."""
-    pts = _check_points(points)
     p1, p2, p3, p4, p5, p6 = eye
-    return _ratio(_dist(pts, p2, p6) + _dist(pts, p3, p5), 2.0 * _dist(pts, p1, p4))
+    d = _dists(_check_points(points), ((p2, p6), (p3, p5), (p1, p4)))
+    return _ratio(float(d[0] + d[1]), 2.0 * float(d[2]))
 
 
 def mouth_openness(points: np.ndarray) -> float:
     """Mean inner-lip gap over the outer mouth width |p48 - p54| (NaN when the corners
     coincide)."""
-    pts = _check_points(points)
-    gap = np.mean([_dist(pts, i, j) for i, j in INNER_LIP_PAIRS])
-    return _ratio(float(gap), _dist(pts, *MOUTH_CORNERS))
+    d = _dists(_check_points(points), (*INNER_LIP_PAIRS, MOUTH_CORNERS))
+    return _ratio(float(np.mean(d[:-1])), float(d[-1]))
 
 
 def openness_errors(
