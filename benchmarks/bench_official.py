@@ -3,20 +3,25 @@
 The networks get *random* weights: the cost of a forward pass does not depend on the weight
 values (no data-dependent control flow; CFTE's 4x4 Farneback flow is negligible), so no
 checkpoint is needed. For each model it prints, in ms per frame (median of ``--repeat`` runs
-after two warm-ups):
+after two warm-ups; the two per-frame columns are timed alternately in the same loop, so a
+busy machine slows both alike):
 
 * ``generator``: the full generator call as the reference decoder makes it (key-frame encoding
-  included), comparable with the reference timings (FOMM 674 ms, CFTE 715 ms, FV2V 2.1 s on
-  2 threads of this machine class);
-* ``synthesize``: gfvc's per-frame cost with the key-frame encoding cached (what decoding a
-  sequence costs per inter frame);
+  included, the networks in the reference form: batch norms, contiguous memory), comparable
+  with the reference timings (FOMM 674 ms, CFTE 715 ms, FV2V 2.1 s on 2 threads of this
+  machine class);
+* ``decode``: gfvc's per-frame decoding: the key-frame encoding cached once per key frame,
+  the synthesis networks in their inference form (``set_fast_inference``: batch norms folded,
+  nearest upsampling merged into the next convolution, channels-last);
+* ``speedup``: generator / decode;
 * ``key``: the one-off key-frame encoding (for FV2V this includes the canonical 3-D keypoint
   detector and the head-pose estimator on the key frame, which the reference also runs once);
-* GFLOP of the generator call and of the cached synthesis (torch's flop counter: convolutions
+* ``max diff``: the largest difference between the two predictions (both in [0, 1]);
+* GFLOP of the generator call and of the cached decoding (torch's flop counter: convolutions
   and matrix products), a load-independent measure of the same costs.
 
 Usage: ``python benchmarks/bench_official.py [--models fomm cfte fv2v] [--threads 2]
-[--repeat 5] [--channels-last]``. Run it on an otherwise idle machine.
+[--repeat 5]``. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -92,17 +97,18 @@ def _generator_call(
     return lambda: gen(x, model.from_vector(cur_vec), model.from_vector(key_vec))
 
 
-def bench(name: str, repeat: int, channels_last: bool) -> dict[str, float]:
-    model = MODELS[name].random(seed=0)
-    model.set_channels_last(channels_last)  # 2-D conv weights (FV2V's 3-D convs unchanged)
+def bench(name: str, repeat: int) -> dict[str, float]:
+    ref = MODELS[name].random(seed=0).set_fast_inference(False)  # the reference form
+    model = MODELS[name].random(seed=0)  # gfvc's decoding: inference form (the default)
     key, cur = _frames()
     key_vec, cur_vec = model.analyse_key(key), model.analyse(cur)
     if isinstance(model, HdacModel):
-        model.set_base_layer(cur)
+        for m in (ref, model):
+            m.set_base_layer(cur)
 
-    full_generator = _generator_call(model, key, key_vec, cur_vec, cur)
+    full_generator = _generator_call(ref, key, key_vec, cur_vec, cur)
 
-    def cached() -> object:
+    def decode() -> object:
         return model.synthesize(key, key_vec, cur_vec)
 
     def key_only() -> object:
@@ -110,21 +116,54 @@ def bench(name: str, repeat: int, channels_last: bool) -> dict[str, float]:
         return model.key_encoding(key, key_vec)
 
     with torch.inference_mode():
-        cached()  # fill the key-frame cache
+        decode()  # fill the key-frame cache
         flops = {}
-        for tag, fn in (("generator", full_generator), ("synthesize", cached)):
+        for tag, fn in (("generator", full_generator), ("decode", decode)):
             with FlopCounterMode(display=False) as counter:
                 fn()
             flops[tag] = counter.get_total_flops() / 1e9
+        times = _alternate_ms((full_generator, decode), repeat)
+        prediction = _prediction(full_generator())
+        ours = _prediction(_synthesis(model, key, key_vec, cur_vec))
         res = {
-            "generator": _median_ms(full_generator, repeat),
-            "synthesize": _median_ms(cached, repeat),
+            "generator": times[0],
+            "decode": times[1],
             "key": _median_ms(key_only, max(1, repeat // 2), warmup=1),
             "analyse": _median_ms(lambda: model.analyse(cur), repeat),
+            "max_diff": float((prediction - ours).abs().max()),
             "gflop_generator": flops["generator"],
-            "gflop_synthesize": flops["synthesize"],
+            "gflop_decode": flops["decode"],
         }
     return res
+
+
+def _alternate_ms(fns: tuple[Callable[[], object], ...], repeat: int) -> list[float]:
+    """Median ms of each function, timed in turn within each round (after two warm-ups)."""
+    for _ in range(2):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return [statistics.median(x) for x in times]
+
+
+def _synthesis(model: OfficialModel, key: np.ndarray, key_vec: np.ndarray, cur_vec: np.ndarray):
+    """The raw (float) prediction of gfvc's decoding path."""
+    if isinstance(model, HdacModel):
+        return model.synthesize_tensor(
+            key, model.from_vector(key_vec), model.from_vector(cur_vec), model._base_layer
+        )
+    if isinstance(model, Fv2vModel):
+        return model.synthesize_tensor(key, model.from_vector(cur_vec))
+    return model.synthesize_tensor(key, model.from_vector(key_vec), model.from_vector(cur_vec))
+
+
+def _prediction(out: object) -> torch.Tensor:
+    return (out if torch.is_tensor(out) else out.prediction).float()  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -134,25 +173,19 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["fomm", "cfte", "fv2v"], choices=sorted(MODELS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="run the networks in channels_last memory format",
-    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, random weights")
     print(
-        f"torch {torch.__version__}, {args.threads} threads, channels_last={args.channels_last}, random weights"
-    )
-    print(
-        f"{'model':6} {'generator':>10} {'synthesize':>11} {'key (once)':>11} {'analyse':>8}"
-        "   (ms/frame)   GFLOP generator / synthesize"
+        f"{'model':6} {'generator':>10} {'decode':>8} {'speedup':>8} {'key (once)':>11}"
+        f" {'analyse':>8} {'max diff':>9}   (ms/frame)   GFLOP generator / decode"
     )
     for name in args.models:
-        r = bench(name, args.repeat, args.channels_last)
+        r = bench(name, args.repeat)
         print(
-            f"{name:6} {r['generator']:10.1f} {r['synthesize']:11.1f} {r['key']:11.1f}"
-            f" {r['analyse']:8.1f}                {r['gflop_generator']:8.1f} / {r['gflop_synthesize']:.1f}"
+            f"{name:6} {r['generator']:10.1f} {r['decode']:8.1f} {r['generator'] / r['decode']:7.2f}x"
+            f" {r['key']:11.1f} {r['analyse']:8.1f} {r['max_diff']:9.1e}"
+            f"                {r['gflop_generator']:8.1f} / {r['gflop_decode']:.1f}"
         )
 
 

@@ -193,6 +193,19 @@ def encode(
     fps: Annotated[
         str | None, typer.Option(help="Frame rate override (e.g. 25 or 30000/1001).")
     ] = None,
+    kbps: Annotated[
+        float | None,
+        typer.Option(
+            help="Target rate in kbps: key-frame QP, refresh period and feature precision follow it (instead of --qp)."
+        ),
+    ] = None,
+    no_watch: Annotated[
+        bool,
+        typer.Option(
+            "--no-watch",
+            help="Never add key frames on cuts, lost faces, lighting or expression changes.",
+        ),
+    ] = False,
     device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
@@ -219,6 +232,8 @@ def encode(
             device=device,
             raw_size=raw,
             fps=check_fps(fps) if fps else None,
+            kbps=kbps,
+            watch=not no_watch,
         )
         with _progress(frames, quiet, "encode") as tick:
             rep = encode_file(input, output, settings, progress=tick)
@@ -303,6 +318,8 @@ def info_dict(path: Path) -> dict[str, Any]:
         "header_bits": 8 * parsed.header_bytes,
         "format_version": h.version,
         "key_frames": sum(1 for u in parsed.units if u[0] == 0x4B),
+        # every reference: where, why, at what QP and for how many bits
+        "references": _references(parsed),
         # where decoding can start (gfvc decode --from-key N); version 1 only at the first
         "key_frame_indices": [
             i for i, u in enumerate(parsed.units) if u[0] == 0x4B and (h.resets_at_key or not i)
@@ -348,11 +365,36 @@ def info(
             f"  overhead       {d['overhead_bits']:>9} bits  ({d['overhead_bits'] / per:.2f} per inter frame; "
             f"header {d['header_bits']}, {d['segments']} segments)"
         )
+        for r in d["references"]:
+            qp = "" if r["qp"] is None else f" QP {r['qp']}"
+            typer.echo(
+                f"  reference at frame {r['frame']:>5}: {r['reason']:10}{qp:7} {r['bits']:>7} bits"
+            )
         if d["no_face_spans"]:
             spans = ", ".join(f"{a}-{b - 1}" for a, b in d["no_face_spans"])
             typer.echo(f"  no face        frames {spans}")
 
     _run(body)
+
+
+def _references(parsed: Any) -> list[dict[str, Any]]:
+    from gfvc.bitstream import KEY, read_key_payload
+
+    out = []
+    for i, u in enumerate(parsed.units):
+        if u[0] == KEY:
+            k = read_key_payload(u[1:], parsed.header.version)
+            qp = None if k.info.qp == 255 else k.info.qp
+            out.append(
+                {
+                    "frame": i,
+                    "reason": k.info.reason_name,
+                    "qp": qp,
+                    "picture_bits": 8 * len(k.picture),
+                    "bits": 8 * (len(u) - 1),
+                }
+            )
+    return out
 
 
 def _spans(idx: list[int], most: int = 8) -> str:

@@ -14,7 +14,7 @@ sends the header once and then units over its own transport; ``encode_file`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,10 +35,19 @@ from gfvc.bitstream import (
     pack_packet,
     parse_stream,
     unit_type,
-    unpack_key_payload,
 )
 from gfvc.bitstream.extension import with_no_face_spans
-from gfvc.bitstream.format import FPS_RANGE, KEY_PACKET, QSTEP_RANGE, stored_qstep
+from gfvc.bitstream.format import (
+    FPS_RANGE,
+    KEY_PACKET,
+    QP_UNKNOWN,
+    QSTEP_RANGE,
+    KeyInfo,
+    read_key_payload,
+    stored_qstep,
+)
+from gfvc.control.rate import RateController
+from gfvc.control.watch import REASON, Watch, WatchSettings
 from gfvc.errors import (
     BitstreamError,
     CheckpointError,
@@ -84,9 +93,16 @@ class Encoder(_Closable):
     """Frame-by-frame GFVC encoder.
 
     ``frame`` arrays are (size, size, 3) uint8 RGB, already cropped (see ``FramePreparer``).
-    The first frame is a key frame, and so is the first after every ``gop`` frames or after
-    ``request_refresh()`` (a receiver's back channel asking to resynchronise). Every key
-    frame is a random-access point: all adaptive state starts over there.
+    The first frame is a key frame, and so is the first after every ``gop`` frames, after
+    ``request_refresh()`` (a receiver's back channel asking to resynchronise), and whenever
+    the encoder's watch (``gfvc.control.watch``) sees that the receiver's rendering cannot
+    serve the frame (a cut, another person, the face found again, a lighting change, an
+    expression far from the key frame). Every key frame is a random-access point: all
+    adaptive state starts over there.
+
+    ``kbps`` turns on rate control (``gfvc.control.rate``): key-frame QP, refresh period and
+    feature precision follow a budget of ``kbps`` per second; ``burst_s`` caps a key frame at
+    that many seconds of the budget (live calls). Without it, key frames use the codec's QP.
 
     ``encode_frame`` returns the live *packet* (sequence number and CRC-16 included, for a
     transport of its own); ``encode_unit`` returns the bare unit a .gfv file stores. State
@@ -104,6 +120,10 @@ class Encoder(_Closable):
         gop: int | None = None,
         segment_units: int = 128,
         deadzone: float | None = None,
+        kbps: float | None = None,
+        burst_s: float | None = None,
+        watch: bool | WatchSettings = True,
+        expected_frames: int | None = None,
     ) -> None:
         if gop is not None and not 1 <= gop <= MAX_GOP:
             raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {gop}")
@@ -117,12 +137,23 @@ class Encoder(_Closable):
         if not 1 <= segment_units <= 255:
             raise InputError(f"segment size must be 1..255 units, got {segment_units}")
         self.gop = gop
+        fps = check_fps(fps)
+        self.rate = (
+            None
+            if kbps is None
+            else _rate_controller(kbps, fps, keyframe, burst_s, expected_frames)
+        )
+        if self.rate is not None:
+            self.rate.deadzone = self.deadzone
+        self.watch = None
+        if watch:
+            self.watch = Watch(watch if isinstance(watch, WatchSettings) else None)
         self.header = StreamHeader(
             model_id=model.model_id,
             model_hash=model.config_hash(),
             width=model.size,
             height=model.size,
-            fps=check_fps(fps),
+            fps=fps,
             qstep=self.qstep,
             coder_id=self.coder.coder_id,
             keyframe_codec_id=keyframe.codec_id,
@@ -134,15 +165,21 @@ class Encoder(_Closable):
         )
         self.frame_index = 0
         self.key_frames = 0
+        #: (frame index, reason, QP, picture bits) of every key frame sent
+        self.keys: list[tuple[int, str, int, int]] = []
         self._since_key = 0
         self._refresh = False
         self._predictor: ClosedLoopPredictor | None = None
+        self._key: tuple[np.ndarray, np.ndarray] | None = None  # decoded key frame, feature
         #: Integer state after each frame, kept only when ``trace`` is set (tests, drift checks).
         self.trace: list[np.ndarray] | None = None
 
-    def request_refresh(self) -> None:
-        """Make the next frame a key frame (a receiver lost or damaged a unit)."""
-        self._refresh = True
+    def request_refresh(self, reason: str = "request") -> None:
+        """Make the next frame a key frame (a receiver lost or damaged a unit; or, with
+        ``reason`` "cut" / "face-found", the input's crop had to jump)."""
+        if reason not in REASON:
+            raise InputError(f"unknown key-frame reason {reason!r}")
+        self._refresh = reason
 
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
@@ -152,47 +189,126 @@ class Encoder(_Closable):
         """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it."""
         self._check_open()
         _check_frame(frame, self.model.size)
-        key = (
-            self._predictor is None
-            or self._refresh
-            or (self.gop is not None and self._since_key >= self.gop)
-        )
-        if key:
-            unit, predictor = self._key_unit(frame)
+        reason = self._scheduled_key()
+        q = None
+        if reason is None:
+            assert self._predictor is not None
+            deadzone = self.rate.deadzone if self.rate is not None else self.deadzone
+            q = self._predictor.residual(self.model.analyse(frame), deadzone)
+            reason = self._watch(frame, q)
+        if reason is not None:
+            unit, predictor, key = self._key_unit(frame, reason)
             # commit: everything adaptive starts over at a key frame
-            self._predictor = predictor
+            self._predictor, self._key = predictor, key
             self.coder.reset()
             self._refresh = False
             self._since_key = 0
             self.key_frames += 1
+            if self.watch is not None:
+                self.watch.key(frame)
+            if self.rate is not None:
+                self.rate.after_key(8 * (len(unit) - 1))
         else:
-            assert self._predictor is not None
-            q = self._predictor.residual(self.model.analyse(frame), self.deadzone)
+            assert self._predictor is not None and q is not None
             unit = bytes([FEATURE]) + self.coder.encode(q, commit=False)
             self._predictor.update(q)
             self.coder.update(q)
+            if self.rate is not None:
+                self.rate.after_feature(8 * (len(unit) - 1))
         self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())
         return unit
 
-    def _key_unit(self, frame: np.ndarray) -> tuple[bytes, ClosedLoopPredictor]:
+    def _scheduled_key(self) -> str | None:
+        """Why this frame must be a key frame whatever it shows, or None."""
+        if self._predictor is None:
+            return "start"
+        if self._refresh:
+            return self._refresh if isinstance(self._refresh, str) else "request"
+        if self.gop is not None and self._since_key >= self.gop:
+            return "periodic"
+        if self.rate is not None and self.rate.due():
+            return "periodic"
+        return None
+
+    def _watch(self, frame: np.ndarray, q: np.ndarray) -> str | None:
+        """Render what the receiver will see from ``q`` and say whether it can serve."""
+        if self.watch is None:
+            return None
+        rendered = regions = None
+        if self.model.cheap_preview and self.model.tracking and self._key is not None:
+            feature = self._predictor.peek(q)  # type: ignore[union-attr]
+            rendered, regions = self.model.preview(*self._key, feature)
+        score = self.watch.score(frame, rendered, regions, self.model.tracking)
+        reason = self.watch.check(score)
+        if reason in ("cut", "face-found") or reason is None:  # a wrong face must go at once
+            return reason
+        return reason if self.rate is None or self.rate.allows_key() else None
+
+    def _key_unit(
+        self, frame: np.ndarray, reason: str
+    ) -> tuple[bytes, ClosedLoopPredictor, tuple[np.ndarray, np.ndarray]]:
         self.model.reset()  # trackers and filters forget the frames before the key
-        picture = self.keyframe.encode(frame)
+        size = self.model.size
         if self.model.send_key_feature:
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
             predictor = ClosedLoopPredictor.from_ints(ints, self.qstep)
             feature = encode_ints_eg(ints)
+            key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
+            side = self.model.key_side_info(key_feature)
+            picture, qp = self._key_picture(frame, 8 * (len(feature) + len(side) + 8))
+            decoded = None
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
-            decoded = self.keyframe.decode(picture, self.model.size, self.model.size)
+            picture, qp = self._key_picture(frame, 0)
+            decoded = self.keyframe.decode(picture, size, size)
             predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(decoded), self.qstep)
             feature = b""
-        check_feature(predictor.reconstruction, self.model, "key-frame feature")
-        side = self.model.key_side_info(predictor.reconstruction)
-        return bytes([KEY]) + pack_key_payload(picture, feature, side), predictor
+            key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
+            side = self.model.key_side_info(key_feature)
+        if self.watch is not None and self.model.cheap_preview:
+            # the encoder renders as the decoder will: same picture, feature, side information
+            if decoded is None:
+                decoded = self.keyframe.decode(picture, size, size)
+            self.model.load_key_side_info(side, key_feature)
+        info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN))
+        self.keys.append((self.frame_index, reason, qp, 8 * len(picture)))
+        unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info)
+        return unit, predictor, (decoded, key_feature)  # type: ignore[return-value]
+
+    def _key_picture(self, frame: np.ndarray, other_bits: int) -> tuple[bytes, int]:
+        """The key picture and its QP: the codec's, or the rate controller's choice for what
+        the budget leaves after ``other_bits`` (key feature, side information, framing)."""
+        if self.rate is None:
+            return self.keyframe.encode(frame), self.keyframe.qp
+        plan = self.rate.choose_key(lambda qp: self._keyframe_at(qp).encode(frame), other_bits)
+        return plan.picture, plan.qp
+
+    def _keyframe_at(self, qp: int) -> KeyframeCodec:
+        kf = self.keyframe
+        return type(kf)(qp=qp, fmt=kf.fmt, **kf.options)
+
+
+def _rate_controller(
+    kbps: float, fps: Fraction, keyframe: KeyframeCodec, burst_s: float | None, frames: int | None
+) -> RateController:
+    if not 0.1 <= kbps <= 100_000:
+        raise InputError(f"--kbps must be in 0.1..100000, got {kbps}")
+    if burst_s is not None and not 0.05 <= burst_s <= 600:
+        raise InputError(f"burst_s must be in 0.05..600 seconds, got {burst_s}")
+    if keyframe.qp_range is None:
+        raise InputError(f"--kbps needs a key-frame codec with a QP; {keyframe.name} has none")
+    return RateController(
+        kbps,
+        float(fps),
+        keyframe.qp_range,
+        burst_s=burst_s,
+        expected_frames=frames,
+        fixed_bits=8 * (48 + 9),  # header and end marker of a file
+    )
 
 
 @dataclass
@@ -314,7 +430,8 @@ class Decoder(_Closable):
 
     def _decode_key(self, payload: bytes) -> np.ndarray:
         size = self.model.size
-        picture, feature, side = unpack_key_payload(payload)
+        key = read_key_payload(payload, self.header.version)
+        picture, feature, side = key.picture, key.feature, key.side
         frame = self.keyframe.decode(picture, size, size)
         if frame.shape != (size, size, 3):
             raise BitstreamError(f"key-frame picture is {frame.shape}, expected {size}x{size}")
@@ -433,6 +550,8 @@ class EncodeSettings:
     face: int = 0  # which face to follow: 0 the largest at the start, 1 the next ...
     raw_size: tuple[int, int] | None = None  # for .rgb/.yuv input
     fps: Fraction | None = None  # override, mainly for raw input
+    kbps: float | None = None  # target rate (None: fixed key-frame QP)
+    watch: bool = True  # new key frames when the receiver's rendering cannot serve
 
     def __post_init__(self) -> None:
         if self.qstep is not None:
@@ -446,6 +565,10 @@ class EncodeSettings:
                 f"--deadzone must be in [0.5, 2) quantization steps, got {self.deadzone}"
             )
         check_device(self.device)
+        if self.kbps is not None and not 0.1 <= self.kbps <= 100_000:
+            raise InputError(f"--kbps must be in 0.1..100000, got {self.kbps}")
+        if self.kbps is not None and self.qp is not None:
+            raise InputError("--kbps chooses the key-frame QP itself: drop --qp")
         if self.coder not in FEATURE_CODERS:
             raise InputError(
                 f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}"
@@ -497,6 +620,14 @@ class FramePreparer:
         self.fps = Fraction(settings.fps or self.reader.info.fps)
         self._track = None
 
+    @property
+    def frames(self) -> int | None:
+        """How many frames this will yield, when the container says (else None)."""
+        known = self.reader.info.frames or None
+        if self.settings.frames is None:
+            return known
+        return self.settings.frames if known is None else min(known, self.settings.frames)
+
     def _frames(self) -> Iterator[np.ndarray]:
         n = self.settings.frames
         frames = iter(self.reader)
@@ -515,10 +646,11 @@ class FramePreparer:
         return self._track
 
     @property
-    def refresh_at(self) -> frozenset[int]:
-        """Frames that must be key frames: the crop jumps, or the face is lost or found."""
+    def refresh_at(self) -> dict[int, str]:
+        """Frames that must be key frames, with why: the crop jumps ("cut"), the face is
+        found ("face-found"), lost or not seen for a while ("request")."""
         t = self.track
-        return frozenset(t.refresh) if t is not None else frozenset()
+        return dict(t.refresh_reasons) if t is not None else {}
 
     @property
     def no_face_spans(self) -> list[tuple[int, int]]:
@@ -566,9 +698,10 @@ def stream_chunks(
     numbered in ``refresh_at`` become key frames."""
     packer = SegmentPacker(enc.header.segment_units)
     yield enc.header.to_bytes()
+    reasons = refresh_at if isinstance(refresh_at, Mapping) else {}
     for i, frame in enumerate(frames):
         if i in refresh_at:
-            enc.request_refresh()
+            enc.request_refresh(reasons.get(i, "request"))
         yield packer.add(enc.encode_unit(frame))
         if progress:
             progress(1)
@@ -580,7 +713,13 @@ def stream_chunks(
     yield packer.finish()
 
 
-def make_encoder(s: EncodeSettings, fps: Fraction, model: MotionModel | None = None) -> Encoder:
+def make_encoder(
+    s: EncodeSettings,
+    fps: Fraction,
+    model: MotionModel | None = None,
+    frames: int | None = None,
+) -> Encoder:
+    """The encoder ``s`` describes; ``frames`` (when known) lets rate control plan the end."""
     model = model or build_model(
         s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
     )
@@ -592,6 +731,9 @@ def make_encoder(s: EncodeSettings, fps: Fraction, model: MotionModel | None = N
         fps=fps,
         gop=s.gop,
         deadzone=s.deadzone,
+        kbps=s.kbps,
+        watch=s.watch,
+        expected_frames=frames,
     )
 
 
@@ -610,7 +752,9 @@ def encode_frames(
     model: MotionModel | None = None,
 ) -> bytes:
     """Code prepared (cropped, model-sized) frames into the bytes of a .gfv file, in memory."""
-    return b"".join(stream_chunks(make_encoder(settings or EncodeSettings(), fps, model), frames))
+    n = len(frames) if isinstance(frames, list) else None
+    enc = make_encoder(settings or EncodeSettings(), fps, model, n)
+    return b"".join(stream_chunks(enc, frames))
 
 
 def decode_frames(
@@ -637,7 +781,7 @@ def encode_file(
     )
     prep = FramePreparer(src, s)
     try:
-        enc = make_encoder(s, prep.fps, model)
+        enc = make_encoder(s, prep.fps, model, prep.frames)
         prep.prime(enc)
         with AtomicFile(dst) as out:
             for chunk in stream_chunks(enc, prep, progress, prep.refresh_at):
@@ -653,9 +797,9 @@ def stream_report(data: bytes) -> EncodeReport:
     key_bits = feat_bits = 0
     for unit in parsed.units:
         if unit[0] == KEY:
-            picture, feature, side = unpack_key_payload(unit[1:])
-            key_bits += 8 * len(picture)
-            feat_bits += 8 * (len(feature) + len(side))
+            key = read_key_payload(unit[1:], parsed.header.version)
+            key_bits += 8 * len(key.picture)
+            feat_bits += 8 * (len(key.feature) + len(key.side))
         else:
             feat_bits += 8 * (len(unit) - 1)
     total = 8 * len(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_one_line_error, moving_frames, run_cli
+from conftest import assert_one_line_error, clip, moving_frames, run_cli
 
 from gfvc.errors import InputError
 from gfvc.eval import ctc
@@ -242,9 +242,53 @@ def test_shipped_configs_load():
         cfg = ctc.CtcConfig.load(root / name)
         assert cfg.bd_reference == "x265"
         assert all(len(c.qps) >= 3 for c in cfg.codecs)
+    for p in sorted(root.glob("ctc_*.yaml")):  # VMAF and expression fidelity everywhere
+        assert {"vmaf", "eye_err", "mouth_err"} <= set(ctc.CtcConfig.load(p).metrics), p.name
     ex = ctc.CtcConfig.load(root / "ctc_example.yaml")
     assert len(ex.sequences) == 2 and ex.frames == 100
     assert [(c.name, c.qps) for c in ex.codecs] == [("mesh", (22, 32, 42)), ("x265", (41, 46, 51))]
+
+
+def test_default_metrics_include_vmaf_and_expression(seqs):
+    d = config_dict(seqs)
+    del d["metrics"]
+    cfg = ctc.CtcConfig.from_dict(d)
+    assert cfg.metrics == (
+        "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "lmd", "eye_err", "mouth_err", "vmaf",
+    )  # fmt: skip
+
+
+def test_expression_metrics_in_a_run_on_a_real_clip(tmp_path):
+    """eye_err and mouth_err are recorded per run, go to the CSV, the BD table (lower is
+    better), the plots and the report; a clip without a face records how many were skipped."""
+    faceless = write_rgb(tmp_path / "flat_64x64.rgb", moving_frames(4, seed=3))
+    d = config_dict(
+        [clip("lp_d3.mp4"), faceless],
+        frames=4,
+        size=128,
+        metrics=["psnr_y", "eye_err", "mouth_err"],
+        codecs=[
+            {"name": "x265", "type": "anchor", "qp": [30, 38, 46]},
+            {"name": "x265b", "type": "anchor", "codec": "x265", "qp": [32, 40, 48]},
+        ],
+    )
+    cfg = ctc.CtcConfig.from_dict(d)
+    done, _, errors = ctc.run(cfg, tmp_path / "out")
+    assert (done, errors) == (12, [])
+    report = ctc.write_report(cfg, tmp_path / "out").read_text()
+    rows = {(r["sequence"], r["codec"], r["qp"]): r for r in ctc.load_rows(tmp_path / "out", cfg)}
+    real = rows[("lp_d3", "x265", 46)]
+    assert 0 < real["eye_err"] < 0.2 and 0 <= real["mouth_err"] < 0.2
+    assert len(real["frames_metrics"]["eye_err"]) == 4 and real["skipped"] == {}
+    flat = rows[("flat_64x64", "x265", 46)]
+    assert flat["eye_err"] is None and flat["skipped"] == {"eye_err": 4, "mouth_err": 4}
+    header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"eye_err", "mouth_err"} <= set(header) and "skipped" not in header
+    table = json.loads((tmp_path / "out" / "bd_rate.json").read_text())
+    assert {t["metric"] for t in table} == {"psnr_y", "eye_err", "mouth_err"}
+    assert "eye_err ↓" in report and "mouth_err ↓" in report
+    assert "![eye_err](plots/rd_eye_err.png)" in report
+    assert "`eye_err`: 24 frame pairs in 6 runs left out" in report
 
 
 def _rows(seq: str, codec: str, rates, values, metric="psnr_y"):

@@ -161,6 +161,119 @@ def test_no_face_frames_are_left_out_and_noted() -> None:
     assert report["lmd"] == 0.0  # dlib falls back to the whole frame, same fit on both
 
 
+# ------------------------------------------------------------------ eye and mouth openness
+def face68(
+    right: float = 1.0, left: float = 1.0, gap: float = 1.0, shift: tuple[float, float] = (0, 0)
+) -> np.ndarray:
+    """A 68-point array where only the eyes and the mouth matter (all else at the origin).
+
+    Right eye 36-41: corners (0, 0) and (4, 0), lids at x = 1 and 3, y = -right / +right:
+    EAR = (2 right + 2 right) / (2 * 4) = right / 2. Left eye 42-47: corners (10, 0) and
+    (18, 0), lids at x = 12 and 16, y = -left / +left: EAR = 4 left / 16 = left / 4. Mouth:
+    outer corners 48 (0, 20) and 54 (40, 20), inner corners 60 (5, 20) and 64 (35, 20); inner
+    lip pairs 61/67, 62/66, 63/65 apart by 2, 4, 6 times ``gap``: mouth openness =
+    4 gap / 40 = gap / 10 (with the inner corners it would be 4 gap / 30).
+    """
+    p = np.zeros((68, 2))
+    p[36:42] = [(0, 0), (1, -right), (3, -right), (4, 0), (3, right), (1, right)]
+    p[42:48] = [(10, 0), (12, -left), (16, -left), (18, 0), (16, left), (12, left)]
+    p[48], p[54], p[60], p[64] = (0, 20), (40, 20), (5, 20), (35, 20)
+    for (up, down), d in zip(((61, 67), (62, 66), (63, 65)), (2, 4, 6), strict=True):
+        x = 10 + 5 * (up - 61)
+        p[up], p[down] = (x, 20 - d * gap / 2), (x, 20 + d * gap / 2)
+    return p + np.asarray(shift)
+
+
+def test_eye_aspect_ratio_and_mouth_openness_hand_values() -> None:
+    from gfvc.eval import face
+
+    p = face68()
+    assert face.eye_aspect_ratio(p, face.RIGHT_EYE) == pytest.approx(0.5)
+    assert face.eye_aspect_ratio(p, face.LEFT_EYE) == pytest.approx(0.25)
+    assert face.mouth_openness(p) == pytest.approx(0.1)
+    assert face.mouth_openness(face68(gap=0)) == 0.0  # closed lips
+    # Rotation, scale and translation change nothing: the ratios are of distances.
+    c, s_ = math.cos(0.5), math.sin(0.5)
+    moved = 2.5 * p @ np.array([[c, -s_], [s_, c]]).T + (100, 40)
+    assert face.eye_aspect_ratio(moved, face.LEFT_EYE) == pytest.approx(0.25)
+    assert face.mouth_openness(moved) == pytest.approx(0.1)
+    # Per frame: mean over both eyes of |EAR_dec - EAR_ref|, and |MO_dec - MO_ref|.
+    eye, mouth = face.openness_errors(p, face68(right=0.5, left=1.0, gap=0.5))
+    assert eye == pytest.approx((abs(0.25 - 0.5) + 0) / 2) and mouth == pytest.approx(0.05)
+    assert face.openness_errors(None, p) == (None, None)  # no face in the reference
+    degenerate = p.copy()
+    degenerate[54] = degenerate[48]  # mouth corners coincide: no ratio, frame left out
+    assert face.openness_errors(p, degenerate)[1] is None
+    with pytest.raises(InputError, match="68"):
+        face.mouth_openness(p[:60])
+
+
+def test_openness_errors_over_two_tiny_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluator on known landmarks: frame k of each sequence is a flat image of value k,
+    and the dlib fits are replaced by the ``face68`` arrays below."""
+    from types import SimpleNamespace
+
+    from gfvc.eval import face
+
+    ref_pts = [face68(), face68(right=0.8), face68()]  # frame 2: no face in the reference
+    dec_pts = [face68(shift=(3, 1)), face68(right=0.4, left=1.2, gap=1.5), face68(gap=3)]
+    found = [True, True, False]
+
+    def fake_fit(frame: np.ndarray) -> SimpleNamespace:
+        k = int(frame[0, 0, 0])
+        return SimpleNamespace(box=k, points=ref_pts[k], found=found[k])
+
+    def fake_shape(frame: np.ndarray, box: int) -> SimpleNamespace:
+        pts = dec_pts[int(frame[0, 0, 0])]
+        return SimpleNamespace(parts=lambda: [SimpleNamespace(x=x, y=y) for x, y in pts])
+
+    monkeypatch.setattr(face, "_reference_fit", fake_fit)
+    monkeypatch.setattr(face, "_dlib_shape", fake_shape)
+    frames = [np.full((16, 16, 3), k, np.uint8) for k in range(3)]
+    report = evaluate_sequences(frames, frames, metrics=["eye_err", "mouth_err"])
+    # frame 0: shifted copy, 0 and 0. frame 1: right EAR 0.4 vs 0.2 (0.2), left 0.3 vs 0.25
+    # (0.05): eye error 0.125; mouth 0.15 vs 0.1: 0.05. frame 2: skipped.
+    assert report["frames"]["eye_err"] == pytest.approx([0.0, 0.125, None])
+    assert report["frames"]["mouth_err"] == pytest.approx([0.0, 0.05, None])
+    assert report["eye_err"] == pytest.approx(0.0625) and report["mouth_err"] == pytest.approx(
+        0.025
+    )
+    assert report["skipped"] == {"eye_err": 1, "mouth_err": 1}
+    assert "1 of 3" in report["notes"]["eye_err"] and "reference" in report["notes"]["mouth_err"]
+
+
+@needs_clips
+def test_openness_errors_on_a_real_clip() -> None:
+    from gfvc.eval.anchors import anchor_code
+
+    frames = read_clip("lp_d3", 3)
+    names = ["lmd", "eye_err", "mouth_err"]
+    same = evaluate_sequences(frames, frames, metrics=names)
+    assert same["eye_err"] == 0.0 and same["mouth_err"] == 0.0 and same["skipped"] == {}
+    dec = anchor_code(frames, "x265", 46).decoded_frames
+    coded = evaluate_sequences(frames, dec, metrics=names)
+    assert coded["skipped"] == {}
+    # A strongly coded face keeps its expression roughly: small but non-zero errors (EAR of an
+    # open eye is about 0.3 here, mouth openness 0-0.3).
+    assert 0 < coded["eye_err"] < 0.1 and 0 <= coded["mouth_err"] < 0.1
+    assert coded["lmd"] > 0
+
+
+def test_metric_directions_have_one_source() -> None:
+    from gfvc.eval.bd import LOWER_IS_BETTER, bd_rate
+    from gfvc.eval.metrics import CTC_DEFAULT_METRICS, HIGHER_IS_BETTER
+    from gfvc.eval.plots import METRIC_LABELS
+
+    assert LOWER_IS_BETTER <= set(ALL_METRICS) and set(METRIC_LABELS) == set(ALL_METRICS)
+    assert [m for m in ALL_METRICS if not HIGHER_IS_BETTER[m]] == [
+        "lmd", "eye_err", "mouth_err", "lmd_mediapipe", "id_dist", "lpips", "dists",
+    ]  # fmt: skip
+    assert {"eye_err", "mouth_err", "vmaf"} <= set(CTC_DEFAULT_METRICS)
+    # Lower is better: the same errors at half the rate save 50 %.
+    errs = [0.06, 0.04, 0.02]
+    assert bd_rate([10, 20, 40], errs, [5, 10, 20], errs, metric="eye_err") == pytest.approx(-50)
+
+
 def test_dlib_model_dir_found_without_import() -> None:
     from gfvc.eval import face
 
@@ -266,7 +379,7 @@ def test_bad_head_file(fake_hub: Path) -> None:
 def test_vmaf_unavailable_without_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
     monkeypatch.setenv("GFVC_FFMPEG", "/nonexistent/ffmpeg")
-    monkeypatch.setitem(sys.modules, "ffmpeg", None)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
     with pytest.raises(BackendUnavailableError, match="libvmaf"):
         vmaf.find_ffmpeg_with_vmaf()
     report = evaluate_sequences([textured()], [textured()], metrics=["vmaf"])
@@ -294,6 +407,23 @@ def test_vmaf_with_stub_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     report = evaluate_sequences(frames, frames, metrics=["psnr_rgb", "vmaf"])
     assert report["frames"]["vmaf"] == [90.0, 91.0, 92.0]
     assert report["vmaf"] == pytest.approx(91.0)
+
+
+def test_vmaf_by_default_with_the_imageio_ffmpeg_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dependency's bundled ffmpeg has libvmaf: no setting needed (skips on platforms
+    whose imageio-ffmpeg build lacks it)."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    monkeypatch.delenv("GFVC_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", "")
+    if not vmaf._has_libvmaf(imageio_ffmpeg.get_ffmpeg_exe()):
+        pytest.skip("this platform's imageio-ffmpeg binary has no libvmaf")
+    assert vmaf.find_ffmpeg_with_vmaf() == imageio_ffmpeg.get_ffmpeg_exe()
+    ref = [textured(64, 64, s) for s in range(3)]
+    noisy = [np.clip(f.astype(int) + rng, 0, 255).astype(np.uint8) for f, rng in
+             zip(ref, np.random.default_rng(1).integers(-40, 41, (3, 64, 64, 3)), strict=True)]  # fmt: skip
+    same = evaluate_sequences(ref, ref, metrics=["vmaf"])
+    worse = evaluate_sequences(ref, noisy, metrics=["vmaf"])
+    assert len(same["frames"]["vmaf"]) == 3 and same["vmaf"] > worse["vmaf"]
 
 
 def test_parse_vmaf_log_count_mismatch() -> None:

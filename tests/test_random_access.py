@@ -107,6 +107,8 @@ def test_version_1_streams_decode_from_the_start_only(tmp_path):
         u = enc.encode_unit(f)
         if u[0] != KEY:
             u = bytes([u[0]]) + v1_coder.encode(enc.trace[-1] - enc.trace[-2])
+        else:
+            u = bytes([KEY]) + u[3:]  # version 1 key units have no key info bytes
         units.append(u)
     header = _with_version(enc.header.to_bytes(), 1)
     h, _ = StreamHeader.parse(header)
@@ -222,16 +224,18 @@ def test_random_crc_valid_units_raise_only_bitstream_errors(face_frames):
 
 
 def test_corrupt_key_unit_leaves_the_decoder_as_it_was(face_frames):
-    from gfvc.bitstream import pack_key_payload, unpack_key_payload
+    from gfvc.bitstream import pack_key_payload, read_key_payload
     from gfvc.models import model_class
 
     cls = model_class("landmark")
     enc, units = _units(cls.create, face_frames[:8], None, keyframe_codec("x265", qp=40))
-    picture, feature, side = unpack_key_payload(units[0][1:])
+    k = read_key_payload(units[0][1:])
+    picture, feature, side, info = k.picture, k.feature, k.side, k.info
     bad_keys = [
-        bytes([KEY]) + pack_key_payload(picture, feature, side[:-2]),  # side info cut short
-        bytes([KEY]) + pack_key_payload(picture[: len(picture) // 5], feature, side),
-        bytes([KEY]) + pack_key_payload(picture, feature[:1], side),
+        bytes([KEY]) + pack_key_payload(picture, feature, side[:-2], info),  # side cut short
+        bytes([KEY]) + pack_key_payload(picture[: len(picture) // 5], feature, side, info),
+        bytes([KEY]) + pack_key_payload(picture, feature[:1], side, info),
+        bytes([KEY]) + info.reason.to_bytes(1, "big"),  # key info cut short
     ]
     ref = Decoder(enc.header, cls.create())
     expected = [ref.decode_unit(u) for u in units]

@@ -9,7 +9,7 @@ import pytest
 from conftest import ToyModel, clip, moving_frames
 
 from gfvc.bitstream import StreamHeader
-from gfvc.bitstream.format import FEATURE, KEY, SegmentPacker, pack_key_payload
+from gfvc.bitstream.format import FEATURE, KEY, KeyInfo, SegmentPacker, pack_key_payload
 from gfvc.bitstream.nal import (
     SeiMessage,
     detect_codec,
@@ -540,7 +540,11 @@ def make_gfv(
     for gi, accs in enumerate(groups):
         feat = encode_ints_eg(accs[0]) if key_sent else b""
         side = sides[gi] if sides else b""
-        out.append(packer.add(bytes([KEY]) + pack_key_payload(picture, feat, side)))
+        out.append(
+            packer.add(
+                bytes([KEY]) + pack_key_payload(picture, feat, side, KeyInfo(0 if gi == 0 else 2))
+            )
+        )
         coder.reset()  # format version 2: every key unit is an entry point
         for a, b in zip(accs, accs[1:], strict=False):
             out.append(packer.add(bytes([FEATURE]) + coder.encode(b - a)))

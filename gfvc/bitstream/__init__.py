@@ -3,6 +3,9 @@
 from gfvc.bitstream.format import (
     FEATURE,
     KEY,
+    KEY_REASONS,
+    KeyInfo,
+    KeyUnit,
     ParsedStream,
     SegmentPacker,
     StreamHeader,
@@ -12,6 +15,7 @@ from gfvc.bitstream.format import (
     pack_key_payload,
     pack_packet,
     parse_stream,
+    read_key_payload,
     unit_type,
     unpack_key_payload,
 )
@@ -19,6 +23,9 @@ from gfvc.bitstream.format import (
 __all__ = [
     "FEATURE",
     "KEY",
+    "KEY_REASONS",
+    "KeyInfo",
+    "KeyUnit",
     "ParsedStream",
     "SegmentPacker",
     "StreamHeader",
@@ -28,6 +35,7 @@ __all__ = [
     "pack_key_payload",
     "pack_packet",
     "parse_stream",
+    "read_key_payload",
     "unit_type",
     "unpack_key_payload",
 ]

@@ -194,14 +194,63 @@ def stored_qstep(qstep: float) -> float:
 # ----------------------------------------------------------------------------- units
 
 
-def pack_key_payload(keyframe: bytes, key_feature: bytes, side: bytes = b"") -> bytes:
-    """Key unit payload: the key-frame picture, the key feature and model side information,
-    the first two with varint lengths (the side information runs to the end)."""
-    return _varint(len(keyframe)) + keyframe + _varint(len(key_feature)) + key_feature + side
+#: Why the encoder sent a key frame (KeyInfo.reason); informative, shown by ``gfvc info``.
+KEY_REASONS = (
+    "start",  # 0: first frame
+    "periodic",  # 1: --gop, or the rate controller's refresh period
+    "request",  # 2: Encoder.request_refresh() (a receiver's back channel)
+    "cut",  # 3: the source changed at once (scene cut, another person)
+    "drift",  # 4: the rendered face drifted far from the source
+    "expression",  # 5: eyes or mouth the reference cannot render
+    "lighting",  # 6: the brightness changed
+    "face-found",  # 7: the face came back after being lost
+)
+QP_UNKNOWN = 255
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a version-2 key unit says about itself: why it was sent, the picture's QP."""
+
+    reason: int = 0
+    qp: int = QP_UNKNOWN
+
+    @property
+    def reason_name(self) -> str:
+        return KEY_REASONS[self.reason] if self.reason < len(KEY_REASONS) else f"{self.reason}"
+
+
+@dataclass(frozen=True)
+class KeyUnit:
+    info: KeyInfo
+    picture: bytes
+    feature: bytes
+    side: bytes
+
+
+def pack_key_payload(
+    keyframe: bytes, key_feature: bytes, side: bytes = b"", info: KeyInfo | None = None
+) -> bytes:
+    """Key unit payload: [reason u8, qp u8 (version 2)], the key-frame picture, the key
+    feature and model side information, the middle two with varint lengths (the side
+    information runs to the end)."""
+    head = b"" if info is None else bytes([info.reason, info.qp])
+    return head + _varint(len(keyframe)) + keyframe + _varint(len(key_feature)) + key_feature + side
+
+
+def read_key_payload(payload: bytes, version: int = VERSION) -> KeyUnit:
+    """Split a key unit payload of a stream in format ``version``."""
+    info = KeyInfo()
+    if version >= 2:
+        if len(payload) < 2:
+            raise BitstreamError("truncated key-frame unit")
+        info, payload = KeyInfo(payload[0], payload[1]), payload[2:]
+    return KeyUnit(info, *unpack_key_payload(payload))
 
 
 def unpack_key_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:
-    """(picture, key_feature, side) of a key unit payload."""
+    """(picture, key_feature, side) of a key unit payload without its key info (version 1
+    layout; ``read_key_payload`` reads either)."""
     n, at = _read_varint(payload, 0, "key-frame unit")
     if at + n > len(payload):
         raise BitstreamError("truncated key-frame unit")

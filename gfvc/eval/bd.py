@@ -19,13 +19,14 @@ import math
 import warnings
 from collections.abc import Sequence
 
-import bjontegaard
 import numpy as np
 
 from gfvc.errors import InputError
 
 #: Metrics where lower values mean better quality.
-LOWER_IS_BETTER = frozenset({"lmd", "lmd_mediapipe", "id_dist", "lpips", "dists"})
+LOWER_IS_BETTER = frozenset(
+    {"lmd", "eye_err", "mouth_err", "lmd_mediapipe", "id_dist", "lpips", "dists"}
+)
 #: Fewest RD points per curve (PCHIP and Akima interpolate three points; two would be a line).
 MIN_POINTS = 3
 METHODS = ("pchip", "akima")
@@ -101,6 +102,8 @@ def bd_rate(
     if lower_is_better(metric):
         av, tv = -av, -tv
     _overlap_or_raise(av, tv, metric)
+    import bjontegaard  # imported here: it pulls in pyplot and scipy (2 s)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = bjontegaard.bd_rate(
@@ -132,6 +135,8 @@ def bd_quality(
     ar, av = _curve(anchor_rates, anchor_values, metric, "anchor", monotone=False)
     tr, tv = _curve(test_rates, test_values, metric, "test", monotone=False)
     _overlap_or_raise(np.log10(ar), np.log10(tr), "rate")
+    import bjontegaard
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = bjontegaard.bd_psnr(

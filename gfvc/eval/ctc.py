@@ -110,7 +110,7 @@ class CtcConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path = Path(".")) -> CtcConfig:
-        from gfvc.eval.metrics import FAST_METRICS, check_metric_names
+        from gfvc.eval.metrics import CTC_DEFAULT_METRICS, check_metric_names
 
         unknown = sorted(set(d) - _TOP_KEYS)
         if unknown:
@@ -140,7 +140,7 @@ class CtcConfig:
         ref = d.get("reference")
         if ref is not None and ref not in names:
             raise InputError(f"reference {ref!r} is not one of the codecs: {', '.join(names)}")
-        metrics = d.get("metrics", list(FAST_METRICS))
+        metrics = d.get("metrics", list(CTC_DEFAULT_METRICS))
         if isinstance(metrics, str):
             metrics = [m.strip() for m in metrics.split(",")]
         if not isinstance(metrics, list) or not metrics:
@@ -443,6 +443,7 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
         "eval_s": round(eval_s, 3),
         "settings_id": cfg.settings_id(job),
         "unavailable": {m: r for m, r in ev.get("unavailable", {}).items() if m in cfg.metrics},
+        "skipped": ev.get("skipped", {}),
         "frames_metrics": {m: v for m, v in ev.get("frames", {}).items() if m in cfg.metrics},
     }
     strip_dir = out / "frames"
@@ -725,7 +726,8 @@ def write_report(cfg: CtcConfig, out: Path) -> Path:
         )
     finished, total = progress_of(cfg, out)
     flat = [
-        {k: v for k, v in r.items() if k not in ("frames_metrics", "unavailable")} for r in rows
+        {k: v for k, v in r.items() if k not in ("frames_metrics", "unavailable", "skipped")}
+        for r in rows
     ]
     cols = list(dict.fromkeys(k for r in flat for k in r))
     buf = io.StringIO()
@@ -755,7 +757,16 @@ def write_report(cfg: CtcConfig, out: Path) -> Path:
     for m in cfg.metrics:
         if m not in metrics:
             lines.append(f"- `{m}` unavailable: {unavailable.get(m, 'no value in any run')}")
-    if len(metrics) < len(cfg.metrics):
+    skipped: dict[str, list[int]] = {}
+    for r in rows:
+        for m, n in (r.get("skipped") or {}).items():
+            skipped.setdefault(m, []).append(n)
+    for m, ns in skipped.items():
+        lines.append(
+            f"- `{m}`: {sum(ns)} frame pairs in {len(ns)} runs left out of the means (no face "
+            "found; see docs/metrics.md)"
+        )
+    if len(metrics) < len(cfg.metrics) or skipped:
         lines.append("")
 
     lines += ["## Results (mean over sequences)", ""]

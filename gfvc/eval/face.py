@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gfvc.errors import BackendUnavailableError
+from gfvc.errors import BackendUnavailableError, InputError
 from gfvc.eval._frames import check_pair, resize_rgb
 
 #: Side length at which landmark and identity metrics are measured.
@@ -73,20 +74,30 @@ def to_landmark_size(frame: np.ndarray) -> np.ndarray:
     return resize_rgb(frame, LANDMARK_SIZE, LANDMARK_SIZE)
 
 
-def face_box(frame: np.ndarray) -> Any:
+def detect_face(frame: np.ndarray) -> Any | None:
     """Largest dlib frontal-face box in ``frame`` (HOG detector, no upsampling, then 2x
-    upsampling), or the whole frame when none is found.
-
-    The whole-frame fallback suits face-centred crops, where the face can be too large or cut
-    off for the HOG detector.
-    """
-    import dlib
-
+    upsampling), or None when the detector finds no face."""
     models = _dlib_models()
     for upsample in (0, 1):  # 1 = look again at 2x for faces under ~80 px
         boxes = list(models.detector(frame, upsample))
         if boxes:
             return max(boxes, key=lambda r: r.width() * r.height())
+    return None
+
+
+def face_box(frame: np.ndarray) -> Any:
+    """``detect_face(frame)``, or the whole frame when no face is found.
+
+    The whole-frame fallback suits face-centred crops, where the face can be too large or cut
+    off for the HOG detector.
+    """
+    box = detect_face(frame)
+    return _whole_frame(frame) if box is None else box
+
+
+def _whole_frame(frame: np.ndarray) -> Any:
+    import dlib
+
     return dlib.rectangle(0, 0, frame.shape[1] - 1, frame.shape[0] - 1)
 
 
@@ -116,20 +127,32 @@ def _embedding(frame: np.ndarray, shape: Any) -> np.ndarray:
 
 
 def dlib_pair_metrics(
-    ref: np.ndarray, dec: np.ndarray, *, landmarks: bool = True, identity: bool = True
-) -> dict[str, float]:
-    """``lmd`` and/or ``id_dist`` for one pair, sharing the box and the 68-point fits.
+    ref: np.ndarray,
+    dec: np.ndarray,
+    *,
+    landmarks: bool = True,
+    identity: bool = True,
+    expression: bool = False,
+) -> dict[str, float | None]:
+    """``lmd``, ``id_dist`` and/or ``eye_err`` + ``mouth_err`` for one pair, sharing the box
+    and the 68-point fits (one detection and one fit per frame, whatever is asked).
 
     The box is detected once, on the reference, and used for both frames so the landmark fit,
     not the detector, is compared. Each frame's identity embedding is aligned on its own fit.
+    ``eye_err`` and ``mouth_err`` are None when the detector finds no face in the reference
+    (``lmd`` then compares fits in the whole-frame box).
     """
     ref, dec = check_pair(ref, dec)
     ref, dec = to_landmark_size(ref), to_landmark_size(dec)
     fit = _reference_fit(ref)
     dec_shape = _dlib_shape(dec, fit.box)
-    out: dict[str, float] = {}
+    dec_points = _shape_points(dec_shape)
+    out: dict[str, float | None] = {}
     if landmarks:
-        out["lmd"] = mean_point_distance(fit.points, _shape_points(dec_shape))
+        out["lmd"] = mean_point_distance(fit.points, dec_points)
+    if expression:
+        ref_points = fit.points if fit.found else None
+        out["eye_err"], out["mouth_err"] = openness_errors(ref_points, dec_points)
     if identity:
         out["id_dist"] = float(np.linalg.norm(fit.embedding(ref) - _embedding(dec, dec_shape)))
     return out
@@ -139,7 +162,9 @@ class _RefFit:
     """Box, 68-point fit and (lazily) embedding of one reference frame."""
 
     def __init__(self, frame: np.ndarray) -> None:
-        self.box = face_box(frame)
+        detected = detect_face(frame)
+        self.found = detected is not None
+        self.box = _whole_frame(frame) if detected is None else detected
         self.shape = _dlib_shape(frame, self.box)
         self.points = _shape_points(self.shape)
         self._embedding: np.ndarray | None = None
@@ -179,6 +204,64 @@ def lmd(ref: np.ndarray, dec: np.ndarray) -> float:
 def id_dist(ref: np.ndarray, dec: np.ndarray) -> float:
     """Euclidean distance between dlib ResNet face embeddings (128-D) of the two frames."""
     return dlib_pair_metrics(ref, dec, landmarks=False)["id_dist"]
+
+
+# ------------------------------------------------------------------ expression (68 points)
+#: 0-based dlib 68-point indices of each eye, in the order p1..p6 of Soukupova & Cech (2016):
+#: the corners p1 and p4, upper lid p2, p3, lower lid p5, p6 (p2 above p6, p3 above p5).
+RIGHT_EYE = (36, 37, 38, 39, 40, 41)
+LEFT_EYE = (42, 43, 44, 45, 46, 47)
+#: Inner-lip pairs (upper, lower) whose distances make the mouth gap.
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+#: Outer mouth corners: the width the gap is divided by (steadier than the inner corners
+#: 60/64, see docs/metrics.md).
+MOUTH_CORNERS = (48, 54)
+
+
+def _dists(points: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Euclidean distances |points[i] - points[j]| of the (i, j) index pairs."""
+    i, j = zip(*pairs, strict=True)
+    return np.linalg.norm(points[list(i)] - points[list(j)], axis=1)
+
+
+def _check_points(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (68, 2):
+        raise InputError(f"expected 68 (x, y) landmarks, got an array of shape {pts.shape}")
+    return pts
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def eye_aspect_ratio(points: np.ndarray, eye: tuple[int, ...] = RIGHT_EYE) -> float:
+    """EAR = (|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) of one eye of a 68-point fit (NaN when
+    the two corners coincide)."""
+    p1, p2, p3, p4, p5, p6 = eye
+    d = _dists(_check_points(points), ((p2, p6), (p3, p5), (p1, p4)))
+    return _ratio(float(d[0] + d[1]), 2.0 * float(d[2]))
+
+
+def mouth_openness(points: np.ndarray) -> float:
+    """Mean inner-lip gap over the outer mouth width |p48 - p54| (NaN when the corners
+    coincide)."""
+    d = _dists(_check_points(points), (*INNER_LIP_PAIRS, MOUTH_CORNERS))
+    return _ratio(float(np.mean(d[:-1])), float(d[-1]))
+
+
+def openness_errors(
+    ref_points: np.ndarray | None, dec_points: np.ndarray
+) -> tuple[float | None, float | None]:
+    """Per-frame (eye error, mouth error): the mean over both eyes of |EAR_dec - EAR_ref|
+    and |mouth openness dec - ref|; None when the reference has no face (or, never seen on
+    a real fit, when two corners coincide)."""
+    if ref_points is None:
+        return None, None
+    eyes = [eye_aspect_ratio(p, e) for e in (RIGHT_EYE, LEFT_EYE) for p in (dec_points, ref_points)]
+    eye = (abs(eyes[0] - eyes[1]) + abs(eyes[2] - eyes[3])) / 2
+    mouth = abs(mouth_openness(dec_points) - mouth_openness(ref_points))
+    return (eye if math.isfinite(eye) else None), (mouth if math.isfinite(mouth) else None)
 
 
 def face_embedding(frame: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from gfvc.errors import BackendUnavailableError, InputError, UnknownNameError
 from gfvc.eval._frames import check_pair
+from gfvc.eval.bd import LOWER_IS_BETTER
 from gfvc.eval.face import dlib_pair_metrics, id_dist, lmd, lmd_mediapipe
 from gfvc.eval.perceptual import (
     dists,
@@ -39,6 +40,7 @@ from gfvc.eval.pixel import (
 
 __all__ = [
     "ALL_METRICS",
+    "CTC_DEFAULT_METRICS",
     "FAST_METRICS",
     "HIGHER_IS_BETTER",
     "PSNR_IDENTICAL_DB",
@@ -58,15 +60,26 @@ __all__ = [
 
 #: Every metric name, in report order (also the keys of ``evaluate_sequences``' result).
 ALL_METRICS: tuple[str, ...] = (
-    "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "lmd", "lmd_mediapipe", "id_dist", "lpips", "dists", "vmaf",
+    "psnr_rgb", "psnr_y", "ssim", "ms_ssim", "lmd", "eye_err", "mouth_err", "lmd_mediapipe",
+    "id_dist", "lpips", "dists", "vmaf",
 )  # fmt: skip
 #: Metrics that cost a few milliseconds per 256x256 frame.
 FAST_METRICS: tuple[str, ...] = ("psnr_rgb", "psnr_y", "ssim", "ms_ssim")
-#: Direction of each metric (False: lower is better).
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "psnr_rgb": True, "psnr_y": True, "ssim": True, "ms_ssim": True, "lmd": False,
-    "lmd_mediapipe": False, "id_dist": False, "lpips": False, "dists": False, "vmaf": True,
-}  # fmt: skip
+#: What `gfvc ctc` measures when a config names no metrics: the fast ones, the dlib geometry
+#: (one 68-point fit per frame serves all three, 15-30 ms) and VMAF (about 5 ms per frame).
+CTC_DEFAULT_METRICS: tuple[str, ...] = (*FAST_METRICS, "lmd", "eye_err", "mouth_err", "vmaf")
+#: Direction of each metric (False: lower is better); ``gfvc.eval.bd.LOWER_IS_BETTER`` is the
+#: one list of lower-is-better metrics (BD-rates, plots and report arrows all use it).
+HIGHER_IS_BETTER: dict[str, bool] = {m: m not in LOWER_IS_BETTER for m in ALL_METRICS}
+#: Metrics computed from the one dlib 68-point fit per frame pair.
+_DLIB_METRICS = ("lmd", "eye_err", "mouth_err", "id_dist")
+#: Notes for frames left out of a metric's mean, by metric ({n} of {count} frame pairs).
+_LEFT_OUT = "in {n} of {count} frame pairs (left out of the mean)"
+_SKIP_NOTES = {
+    "lmd_mediapipe": "no FaceMesh face " + _LEFT_OUT,
+    "eye_err": "no dlib face in the reference " + _LEFT_OUT,
+    "mouth_err": "no dlib face in the reference " + _LEFT_OUT,
+}
 
 FrameMetric = Callable[[np.ndarray, np.ndarray], "float | None"]
 _PIXEL: dict[str, FrameMetric] = {"psnr_rgb": psnr_rgb, "psnr_y": psnr_y, "ssim": ssim}
@@ -110,7 +123,7 @@ class SequenceEvaluator:
         self._lpips = self._try_load("lpips", lambda: load_lpips(vgg_state=vgg))
         self._dists = self._try_load("dists", lambda: load_dists(vgg_state=vgg))
         self._vmaf = self._try_load("vmaf", lambda: _vmaf_sequence(fps))
-        self._try_backend(("lmd", "id_dist"), _check_dlib)
+        self._try_backend(_DLIB_METRICS, _check_dlib)
         self._try_backend(("lmd_mediapipe",), _check_mediapipe)
 
     # ---------------------------------------------------------------- backends
@@ -174,12 +187,17 @@ class SequenceEvaluator:
                 self.values[name].append(fn(ref, dec))
         if self._active("ms_ssim"):
             self.values["ms_ssim"].append(ms_ssim(ref, dec))
-        if self._active("lmd") or self._active("id_dist"):
+        if any(self._active(m) for m in _DLIB_METRICS):
             got = dlib_pair_metrics(
-                ref, dec, landmarks=self._active("lmd"), identity=self._active("id_dist")
+                ref,
+                dec,
+                landmarks=self._active("lmd"),
+                identity=self._active("id_dist"),
+                expression=self._active("eye_err") or self._active("mouth_err"),
             )
             for name, value in got.items():
-                self.values[name].append(value)
+                if self._active(name):
+                    self.values[name].append(value)
         if self._active("lmd_mediapipe"):
             self.values["lmd_mediapipe"].append(lmd_mediapipe(ref, dec))
         if self._lpips is not None:
@@ -191,8 +209,9 @@ class SequenceEvaluator:
         self.count += 1
 
     def result(self) -> dict[str, Any]:
-        """Report: the 10 metric means (None when unavailable), ``frames`` with per-frame lists,
-        ``num_frames``, ``width``, ``height``, ``unavailable`` {metric: reason} and ``notes``."""
+        """Report: the metric means (None when unavailable), ``frames`` with per-frame lists,
+        ``num_frames``, ``width``, ``height``, ``unavailable`` {metric: reason}, ``skipped``
+        {metric: frame pairs left out of its mean, when any} and ``notes``."""
         if self.count == 0:
             raise InputError("no frames to evaluate")
         if self._vmaf is not None:
@@ -201,12 +220,10 @@ class SequenceEvaluator:
             except BackendUnavailableError as exc:
                 self._mark_unavailable("vmaf", str(exc))
             self._vmaf = None
-        notes = {}
-        no_face = sum(v is None for v in self.values.get("lmd_mediapipe", []))
-        if no_face:
-            notes["lmd_mediapipe"] = (
-                f"no FaceMesh face in {no_face} of {self.count} frame pairs (left out of the mean)"
-            )
+        skipped = {
+            m: n for m in _SKIP_NOTES if (n := sum(v is None for v in self.values.get(m, [])))
+        }
+        notes = {m: _SKIP_NOTES[m].format(n=n, count=self.count) for m, n in skipped.items()}
         report: dict[str, Any] = {
             m: (_mean(self.values[m]) if m in self.values else None) for m in ALL_METRICS
         }
@@ -219,6 +236,7 @@ class SequenceEvaluator:
             height=self.size[0],
             width=self.size[1],
             unavailable=dict(self.unavailable),
+            skipped=skipped,
             notes=notes,
         )
         return report

@@ -24,6 +24,8 @@ METRIC_LABELS = {
     "ssim": "SSIM (Y)",
     "ms_ssim": "MS-SSIM (Y)",
     "lmd": "LMD dlib (px @256)",
+    "eye_err": "eye openness error (EAR)",
+    "mouth_err": "mouth openness error",
     "lmd_mediapipe": "LMD FaceMesh (px @256)",
     "id_dist": "identity distance",
     "lpips": "LPIPS-VGG",

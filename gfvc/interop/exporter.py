@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from gfvc.bitstream import StreamHeader, parse_stream, unpack_key_payload
+from gfvc.bitstream import KeyInfo, StreamHeader, parse_stream, read_key_payload
 from gfvc.bitstream.format import KEY
 from gfvc.bitstream.nal import Codec, SeiMessage, sei_nal_unit
 from gfvc.bitstream.sei import (
@@ -32,6 +32,7 @@ from gfvc.errors import BitstreamError, InputError
 from gfvc.interop.encoder_cfg import vtm_cfg
 from gfvc.interop.grid import GridMap
 from gfvc.interop.layout import (
+    KEY_INFO_UUID,
     KEYFRAME_CODEC_IDS,
     SIDE_INFO_UUID,
     USER_DATA_UNREGISTERED,
@@ -53,6 +54,7 @@ class KeyGroup:
     picture: bytes
     side: bytes = b""  # model side information of the key unit
     acc: list[np.ndarray] = field(default_factory=list)  # frame 0 = key frame
+    info: KeyInfo = KeyInfo()  # why the key unit was sent, its QP
 
 
 def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
@@ -68,14 +70,15 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
         if unit[0] == KEY:
             if h.resets_at_key:
                 coder.reset()
-            picture, feature, side = unpack_key_payload(unit[1:])
+            key = read_key_payload(unit[1:], h.version)
+            picture, feature, side = key.picture, key.feature, key.side
             if h.key_feature_sent:
                 acc = decode_ints_eg(feature, h.feature_dim, "key-frame feature")
             else:
                 if feature:
                     raise BitstreamError("key-frame unit carries an unexpected key feature")
                 acc = np.zeros(h.feature_dim, dtype=np.int64)
-            groups.append(KeyGroup(picture, side))
+            groups.append(KeyGroup(picture, side, info=key.info))
         else:
             if acc is None:
                 raise BitstreamError("feature unit before any key-frame unit")
@@ -224,6 +227,8 @@ def gfv_to_annexb(
         gfv_msgs, gfve_msgs = [], []
         sei_msgs: list[SeiMessage] = []
         nal_msgs: list[list[SeiMessage]] = []
+        info = bytes([g.info.reason, g.info.qp])
+        sei_msgs.append(SeiMessage(USER_DATA_UNREGISTERED, KEY_INFO_UUID + info))
         if g.side:
             sei_msgs.append(SeiMessage(USER_DATA_UNREGISTERED, SIDE_INFO_UUID + g.side))
         for t, (coords, mats, pup) in enumerate(frames):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gfvc.bitstream import StreamHeader
-from gfvc.bitstream.format import FEATURE, KEY, SegmentPacker, pack_key_payload
+from gfvc.bitstream.format import FEATURE, KEY, KeyInfo, SegmentPacker, pack_key_payload
 from gfvc.bitstream.nal import (
     Codec,
     SeiMessage,
@@ -37,6 +37,7 @@ from gfvc.bitstream.sei import (
 from gfvc.errors import BitstreamError, GfvcError, InputError
 from gfvc.interop.grid import GridMap
 from gfvc.interop.layout import (
+    KEY_INFO_UUID,
     KEYFRAME_CODEC_IDS,
     SIDE_INFO_UUID,
     USER_DATA_UNREGISTERED,
@@ -54,6 +55,7 @@ class PictureGroup:
 
     picture: bytes
     side: bytes = b""  # gfvc key-unit side information (user_data_unregistered)
+    info: KeyInfo | None = None  # gfvc key-unit info (user_data_unregistered), if sent
     gfv: list[GfvValues] = field(default_factory=list)
     gfve: dict[int, GfveValues] = field(default_factory=dict)  # by gfve_gfv_cnt
 
@@ -122,7 +124,12 @@ def read_annexb(
                     raise BitstreamError(
                         "gfvc key side information after the picture's GFV messages"
                     )
-                current.side += m.payload[16:]
+                if m.payload[:16] == KEY_INFO_UUID:
+                    if len(m.payload) != 18:
+                        raise BitstreamError("gfvc key info SEI of the wrong size")
+                    current.info = KeyInfo(m.payload[16], m.payload[17])
+                else:
+                    current.side += m.payload[16:]
                 continue
             try:
                 if m.payload_type == PAYLOAD_GFV:
@@ -142,7 +149,7 @@ def read_annexb(
 
 def _is_ours(m: SeiMessage) -> bool:
     if m.payload_type == USER_DATA_UNREGISTERED:
-        return m.payload[:16] == SIDE_INFO_UUID
+        return m.payload[:16] in (SIDE_INFO_UUID, KEY_INFO_UUID)
     return m.payload_type in (PAYLOAD_GFV, PAYLOAD_GFVE)
 
 
@@ -197,7 +204,9 @@ def annexb_to_gfv(
         feature = encode_ints_eg(accs[0]) if header.key_feature_sent else b""
         if not header.key_feature_sent and not foreign and np.any(accs[0]):
             raise BitstreamError("the base message of a key-relative stream must carry zeros")
-        chunks.append(packer.add(bytes([KEY]) + pack_key_payload(g.picture, feature, g.side)))
+        info = g.info or KeyInfo(0 if gi == 0 else 2)  # foreign streams: start / refresh
+        key = pack_key_payload(g.picture, feature, g.side, info)
+        chunks.append(packer.add(bytes([KEY]) + key))
         fcoder.reset()  # every key frame is an entry point
         for prev, cur in zip(accs, accs[1:], strict=False):
             chunks.append(packer.add(bytes([FEATURE]) + fcoder.encode(cur - prev)))

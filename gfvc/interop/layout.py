@@ -23,6 +23,8 @@ from gfvc.models.base import FeatureField, MotionModel
 #: (``MotionModel.key_side_info``), which has no place in the GFV syntax.
 USER_DATA_UNREGISTERED = 5
 SIDE_INFO_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "https://gfvc/sei/key-side-info").bytes
+#: ... and of a .gfv version-2 key unit's own two bytes (why it was sent, its QP).
+KEY_INFO_UUID = uuid.uuid5(uuid.NAMESPACE_URL, "https://gfvc/sei/key-info").bytes
 
 #: Codec ids of the .gfv header (docs/bitstream.md) for the two SEI-capable codecs.
 KEYFRAME_CODEC_IDS: dict[str, int] = {"hevc": 1, "vvc": 3}

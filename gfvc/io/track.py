@@ -42,6 +42,7 @@ LOST_REFRESH_S = 0.5  # key frames this often while the face is lost
 REKEY = 0.15  # a key frame is renewed when the face moved this much (crop sides) in the crop
 REKEY_MIN_S = 0.2  # ... but not more often than this
 SMOOTH_S = 0.35  # standard deviation of the path smoothing, seconds
+LAZY = 0.06  # the crop moves only when the face is further than this (crop sides) from its aim
 KEEP_IN = 0.12  # the face centre stays within this fraction of the crop side of its middle
 STILL = 0.05  # a path that stays within this fraction of the crop side is held still
 SAME_PERSON = 0.55  # dlib embedding distance under which two faces are one person
@@ -60,6 +61,8 @@ class FaceTrack:
     shots: list[tuple[int, int]]  # [start, end) frame ranges with the face in view
     lost: list[tuple[int, int]]  # [start, end) frame ranges without it
     refresh: list[int] = field(default_factory=list)  # frames that must be key frames
+    #: why: "cut" (the crop jumps within the face's presence), "face-found", "request" (lost)
+    refresh_reasons: dict[int, str] = field(default_factory=dict)
     first_face_crop: np.ndarray | None = None  # the subject where first seen (model priming)
     faces_at_start: int = 0
 
@@ -304,7 +307,21 @@ def plan_crops(
             if i > 0
         }
     )
-    return FaceTrack(width, height, fps, boxes, ranges, lost, refresh)  # type: ignore[arg-type]
+    lost_starts = {s for s, _ in lost}
+    lost_ends = {e for _, e in lost}
+    reasons = {
+        i: "face-found"
+        if i in lost_ends
+        else "request"
+        if i in lost_starts or _in(i, lost)
+        else "cut"
+        for i in refresh
+    }
+    return FaceTrack(width, height, fps, boxes, ranges, lost, refresh, reasons)  # type: ignore[arg-type]
+
+
+def _in(i: int, spans: list[tuple[int, int]]) -> bool:
+    return any(s <= i < e for s, e in spans)
 
 
 def _rekeys(
@@ -357,9 +374,11 @@ def _shot_boxes(
     cy = np.interp(t, idx, det[:, 1])
     side_face = float(np.median(det[:, 2]))
     cy = cy - HEAD_SHIFT_UP * side_face
-    sx, sy = _smooth(cx, fps), _smooth(cy, fps)
     side = max(int(round(side_face * scale)), 2)
     side += side % 2
+    lead = max(1, int(fps))  # the camera starts where the face is during the first second
+    sx = _smooth(_lazy(cx, LAZY * side, lead), fps)
+    sy = _smooth(_lazy(cy, LAZY * side, lead), fps)
     lim = KEEP_IN * side
     sx = np.clip(sx, cx - lim, cx + lim)
     sy = np.clip(sy, cy - lim, cy + lim)
@@ -370,6 +389,18 @@ def _shot_boxes(
         CropBox(int(round(x - side / 2)), int(round(y - side / 2)), side)
         for x, y in zip(sx, sy, strict=True)
     ]
+
+
+def _lazy(c: np.ndarray, slack: float, lead: int) -> np.ndarray:
+    """A camera that stays put while the face moves within ``slack`` of its aim and is
+    dragged along (by the face's excess) when it goes further: talking heads get a still
+    crop, a walk or a lean a following one."""
+    out = np.empty_like(c)
+    p = float(np.median(c[:lead]))
+    for i, v in enumerate(c):
+        p = min(max(p, v - slack), v + slack)
+        out[i] = p
+    return out
 
 
 def _smooth(x: np.ndarray, fps: float) -> np.ndarray:

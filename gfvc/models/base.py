@@ -151,6 +151,22 @@ class MotionModel(abc.ABC):
         reconstructed by the decoder. Returns (H, W, 3) uint8.
         """
 
+    #: True when ``preview`` is cheap enough for the encoder to run on every frame.
+    cheap_preview: ClassVar[bool] = False
+
+    def preview(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Encoder: what the decoder will show for ``feature`` (or a cheaper rendering close
+        to it) and a (H, W) mask of the eye and mouth openings (None when the model has no
+        such regions). Needs ``load_key_side_info`` for the current key frame first."""
+        return self.synthesize(key_frame, key_feature, feature), None
+
+    @property
+    def tracking(self) -> bool:
+        """Encoder: whether the last ``analyse`` saw the face (models without a tracker: True)."""
+        return True
+
     def key_side_info(self, key_feature: np.ndarray) -> bytes:
         """Encoder, right after analysing a key frame: extra data the decoder needs for this
         key frame (sent once in the key unit), e.g. the key frame's own landmarks. The

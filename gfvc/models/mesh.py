@@ -84,10 +84,8 @@ class OneEuroFilter:
 class LandmarkTracker:
     """FaceMesh on every frame, the chosen points, One-Euro smoothed (encoder side).
 
-    Holds the last pose through a frame where no face is found, also across ``reset()``: a
-    key frame without a face (the camera shows none for a while) is coded with the last face
-    seen, so the picture itself is what the receiver shows. Only when no face was ever seen
-    is a frame without one an error. ``dims`` keeps x, y (2) or x, y, z (3) in pixels.
+    Holds the last pose through a frame where no face is found; a first frame without a face
+    is an error. ``dims`` keeps x, y (2) or x, y, z (3) in pixels.
     """
 
     def __init__(
@@ -101,7 +99,7 @@ class LandmarkTracker:
         self._filter = OneEuroFilter(**filter_options)
         self._landmarker = None
         self._last: np.ndarray | None = None
-        self._fallback: np.ndarray | None = None  # the last face before a reset()
+        self.found = True  # whether the last frame showed a face
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         from gfvc.io import FaceLandmarker
@@ -109,9 +107,8 @@ class LandmarkTracker:
         if self._landmarker is None:
             self._landmarker = FaceLandmarker()
         lm = self._landmarker(frame)
+        self.found = lm is not None
         if lm is None:
-            if self._last is None and self._fallback is not None:
-                return self._fallback
             if self._last is None:
                 raise NoFaceError(
                     "no face found in the key frame; check the input or its crop "
@@ -125,10 +122,10 @@ class LandmarkTracker:
         return pts
 
     def reset(self) -> None:
+        """Start a new smoothing run (at a key frame). The last pose stays as the fallback for
+        a key frame without a face: refresh must not fail because the face is hidden."""
         self._filter.reset()
-        if self._last is not None:
-            self._fallback = self._last
-        self._last = None
+        self.found = True
 
 
 def border_points(size: int, per_side: int = 4) -> np.ndarray:
@@ -194,6 +191,11 @@ class MeshModel(MotionModel):
     model_id: ClassVar[int] = 1
     default_qstep: ClassVar[float] = 0.5  # 2-pixel steps at 256x256 (closed loop: error <= 1 px)
     send_key_feature: ClassVar[bool] = True
+    cheap_preview: ClassVar[bool] = True  # synthesis is one warp
+
+    @property
+    def tracking(self) -> bool:
+        return self._tracker.found
 
     def __init__(self, size: int = 256, smoothing: bool = True, fps: float = 25.0) -> None:
         self.size = size

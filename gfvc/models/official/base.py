@@ -23,6 +23,7 @@ from torch import nn
 from gfvc.errors import CheckpointError, InputError
 from gfvc.models.base import MotionModel
 from gfvc.models.official.checkpoint import extract_modules, load_modules, read_checkpoint
+from gfvc.models.official.layers import fuse_for_inference
 
 __all__ = [
     "OfficialModel",
@@ -154,7 +155,12 @@ def tensor_to_frame(x: torch.Tensor, rounding: str = "round") -> np.ndarray:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Base of the per-family options dataclasses (documented in each family module)."""
+    """Base of the per-family options dataclasses (documented in each family module).
+
+    ``rounding``: "round" (gfvc) or "truncate" (the reference decoders' ``astype(uint8)``).
+    """
+
+    rounding: str = "round"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ModelOptions:
@@ -178,9 +184,16 @@ class OfficialModel(MotionModel, Generic[K]):
     """
 
     family: ClassVar[str]
-    module_names: ClassVar[tuple[str, ...]]
     options_class: ClassVar[type[ModelOptions]] = ModelOptions
     send_key_feature: ClassVar[bool] = False
+    #: The networks only synthesis runs (sped up by :meth:`set_fast_inference`); the others
+    #: analyse frames and keep the reference form.
+    synthesis_nets: ClassVar[tuple[str, ...]] = ("generator",)
+    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
+    #: The analysis and synthesis networks of the default :meth:`build_networks`.
+    detector_class: ClassVar[type[nn.Module]]
+    generator_class: ClassVar[type[nn.Module]]
+    num_kp: int
 
     def __init__(
         self,
@@ -207,6 +220,8 @@ class OfficialModel(MotionModel, Generic[K]):
         self.device = torch.device("cpu")
         self._digest: bytes | None = None
         self._key_cache: tuple[bytes, K] | None = None
+        self._channels_last = False
+        self._fast = True
         self.to(device)
 
     # ------------------------------------------------------------------ construction
@@ -267,8 +282,17 @@ class OfficialModel(MotionModel, Generic[K]):
         return bare.build_networks(copy.deepcopy(dict(params)))
 
     def build_networks(self, params: Mapping[str, Any]) -> dict[str, nn.Module]:
-        """Construct the networks (names = checkpoint top-level keys); may set attributes."""
-        raise NotImplementedError
+        """Construct the networks (names = checkpoint top-level keys); may set attributes.
+
+        Default: ``detector_class`` and ``generator_class`` built from the yaml sections with
+        the common parameters, the generator set to the options' ``align_corners``.
+        """
+        common = params["common_params"]
+        kp = self.detector_class(**params["kp_detector_params"], **common)
+        gen = self.generator_class(**params["generator_params"], **common)
+        gen.set_align_corners(self.options.align_corners)  # type: ignore[attr-defined]
+        self.num_kp = int(common["num_kp"])
+        return {"kp_detector": kp, "generator": gen}
 
     def remap_state(
         self, module: str, state: Mapping[str, torch.Tensor]
@@ -305,26 +329,49 @@ class OfficialModel(MotionModel, Generic[K]):
         self.device = torch.device(device)
         for net in self.nets.values():
             net.to(self.device)
-        self._key_cache = None
+        self._set_runtime_form()
         return self
 
     def reset(self) -> None:
         self._key_cache = None
 
     def set_channels_last(self, enabled: bool = True) -> OfficialModel:
-        """Store 2-D conv weights channels-last (NHWC): ~15-25% faster on CPU (oneDNN).
+        """Store every network's 2-D conv weights channels-last (NHWC), the analysis networks'
+        included: ~15-25% faster on CPU (oneDNN).
 
         A runtime choice, not part of ``config_dict``: outputs change only by float rounding
-        (~1e-6), and the default (off) keeps the reference software's memory layout, which is
-        what reproduces its features bit for bit.
+        (~1e-6), and the default (off) keeps the reference software's memory layout for the
+        analysis networks, which is what reproduces its features bit for bit. (The synthesis
+        networks run channels-last anyway while :meth:`set_fast_inference` is on.)
         """
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        for net in self.nets.values():
+        self._channels_last = enabled
+        self._set_runtime_form()
+        return self
+
+    def set_fast_inference(self, enabled: bool = True) -> OfficialModel:
+        """Run the synthesis networks (:attr:`synthesis_nets`) in their inference form (on by
+        default): batch norms folded into the convolutions, nearest upsampling merged into the
+        convolution after it, channels-last weights, activations in place.
+
+        A runtime choice, not part of ``config_dict``: the outputs differ from the reference
+        form by float rounding only (well inside the conformance tolerances). The analysis
+        networks, whose features are quantised and must match the reference bit for bit, are
+        never changed. Off: the networks exactly as the reference software runs them.
+        """
+        self._fast = enabled
+        self._set_runtime_form()
+        return self
+
+    def _set_runtime_form(self) -> None:
+        for name, net in self.nets.items():
+            fast = self._fast and name in self.synthesis_nets
+            channels_last = self._channels_last or fast
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
             for p in net.parameters():
                 if p.dim() == 4:
                     p.data = p.data.contiguous(memory_format=fmt)
+            fuse_for_inference(net, fast, channels_last)
         self._key_cache = None
-        return self
 
     # ------------------------------------------------------------------ tensors
     def frame_tensor(self, frame: np.ndarray, layout: str = "channels_last_view") -> torch.Tensor:
@@ -333,6 +380,52 @@ class OfficialModel(MotionModel, Generic[K]):
                 f"{self.family}: frame is {frame.shape[1]}x{frame.shape[0]}, model needs {self.size}x{self.size}"
             )
         return frame_to_tensor(frame, layout).to(self.device)
+
+    def vector_tensors(self, vec: np.ndarray) -> dict[str, torch.Tensor]:
+        """A feature vector as float32 tensors, one per field, shaped (1, *field.shape)."""
+        return {
+            name: torch.as_tensor(a, dtype=torch.float32, device=self.device).unsqueeze(0)
+            for name, a in self.split_vector(np.asarray(vec, dtype=np.float64)).items()
+        }
+
+    @staticmethod
+    def tensors_vector(*tensors: torch.Tensor) -> np.ndarray:
+        """The first batch item of each tensor, flattened and joined: a float64 feature vector."""
+        return torch.cat([t[0].reshape(-1) for t in tensors]).to("cpu", torch.float64).numpy()
+
+    # ------------------------------------------------------------------ coding
+    def analyse_tensor(self, x: torch.Tensor) -> Any:
+        """The analysis network's output for a frame tensor (the keypoint detector's)."""
+        with torch.inference_mode():
+            return self.nets["kp_detector"](x)
+
+    def feature_of(self, x: torch.Tensor) -> Any:
+        """The transmitted feature of a frame tensor (what ``to_vector`` takes)."""
+        return self.analyse_tensor(x)
+
+    def analyse(self, frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.feature_of(self.frame_tensor(frame)))
+
+    def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
+        return self.to_vector(self.feature_of(self.frame_tensor(key_frame, "contiguous")))
+
+    def to_vector(self, feature: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def from_vector(self, vec: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def synthesize_tensor(self, key_frame: np.ndarray, key_feature: Any, feature: Any) -> Any:
+        """Raw generator outputs (a dataclass with ``prediction``) for tensor features."""
+        raise NotImplementedError
+
+    def synthesize(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> np.ndarray:
+        out = self.synthesize_tensor(
+            key_frame, self.from_vector(key_feature), self.from_vector(feature)
+        )
+        return tensor_to_frame(out.prediction, self.options.rounding)
 
     def key_encoding(self, key_frame: np.ndarray, key_feature: np.ndarray | None = None) -> K:
         """The cached key-frame encoding, recomputed only when the key frame's bytes (or the

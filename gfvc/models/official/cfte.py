@@ -35,16 +35,15 @@ import torch
 from torch import nn
 
 from gfvc.models.base import FeatureField
-from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.official.base import ModelOptions, OfficialModel
 from gfvc.models.official.geometry import flow_warp
+from gfvc.models.official.keypoints import optional_downscale
 from gfvc.models.official.layers import (
     GDN,
-    AntiAliasInterpolation2d,
     Hourglass,
     OcclusionAwareGenerator,
     SameBlock2d,
     UpBlock2d,
-    apply_occlusion,
     down_block_stack,
     feature_width,
     res_bottleneck,
@@ -70,10 +69,9 @@ FARNEBACK_PARAMS = (0.5, 2, 15, 3, 5, 1.2, 0)
 
 @dataclass(frozen=True)
 class CfteOptions(ModelOptions):
-    """See the module docstring. ``rounding``: "round" (gfvc) or "truncate" (reference)."""
+    """See the module docstring."""
 
     align_corners: bool = False
-    rounding: str = "round"
 
 
 class CfteKeypointDetector(nn.Module):
@@ -93,8 +91,7 @@ class CfteKeypointDetector(nn.Module):
         super().__init__()
         self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
         self.scale_factor = scale_factor
-        if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        self.down = optional_downscale(num_channels, scale_factor)
         in_ch = self.predictor.out_filters
         for i in range(1, 5):
             setattr(
@@ -105,7 +102,7 @@ class CfteKeypointDetector(nn.Module):
             setattr(self, f"gdn{i}", GDN(num_kp))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale_factor != 1:
+        if self.down is not None:
             x = self.down(x)
         out = self.predictor(x)
         for i in range(1, 5):
@@ -171,8 +168,7 @@ class CfteDenseMotion(nn.Module):
             else None
         )
         self.scale_factor = scale_factor
-        if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+        self.down = optional_downscale(num_channels, scale_factor)
         self.up_blocks = nn.ModuleList(UpBlock2d(num_kp, num_kp) for _ in range(num_down_blocks))
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.motiondown_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
@@ -187,7 +183,7 @@ class CfteDenseMotion(nn.Module):
         return run_blocks(feat, self.up_blocks)
 
     def encode_source(self, source: torch.Tensor, feat_source: torch.Tensor) -> CfteMotionSource:
-        small = self.down(source) if self.scale_factor != 1 else source
+        small = self.down(source) if self.down is not None else source
         coarse = run_blocks(self.first(small), self.motiondown_blocks)
         return CfteMotionSource(small, coarse, self.upsample_feature(feat_source))
 
@@ -236,36 +232,14 @@ class CfteOutputs:
 
 
 class CfteGenerator(OcclusionAwareGenerator):
-    """Same encoder/bottleneck/decoder as FOMM's generator, driven by CFTE's dense motion."""
+    """Same encoder/bottleneck/decoder as FOMM's generator, driven by CFTE's dense motion (a
+    pixel flow)."""
 
-    def __init__(
-        self,
-        num_channels: int,
-        num_kp: int,
-        block_expansion: int,
-        max_features: int,
-        num_down_blocks: int,
-        num_bottleneck_blocks: int,
-        estimate_occlusion_map: bool = False,
-        dense_motion_params: dict[str, Any] | None = None,
-        estimate_jacobian: bool = False,
-    ) -> None:
-        super().__init__()
-        self.build_trunk(
-            CfteDenseMotion,
-            dense_motion_params,
-            num_kp,
-            num_channels,
-            estimate_occlusion_map,
-            block_expansion,
-            max_features,
-            num_down_blocks,
-            num_bottleneck_blocks,
-        )
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
-        self.align_corners = False
+    dense_motion_class = CfteDenseMotion
 
-    def encode_source(self, source: torch.Tensor, feat_source: torch.Tensor) -> CfteSource:
+    def encode_source(  # type: ignore[override]
+        self, source: torch.Tensor, feat_source: torch.Tensor
+    ) -> CfteSource:
         return CfteSource(
             source,
             self.encode_features(source),
@@ -273,26 +247,21 @@ class CfteGenerator(OcclusionAwareGenerator):
             self.dense_motion_network.encode_source(source, feat_source),
         )
 
+    def warp_features(self, features: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+        return flow_warp(features, deformation, self.align_corners)
+
     def decode(
         self, src: CfteSource, feat_driving: torch.Tensor, intermediates: bool = False
     ) -> CfteOutputs:
         motion = self.dense_motion_network(src.motion, src.feat, feat_driving)
         deformation = motion["deformation"]
-        out = apply_occlusion(
-            flow_warp(src.features, deformation, self.align_corners),
-            motion.get("occlusion_map"),
-            self.align_corners,
-        )
-        out = self.decode_features(out)
         return CfteOutputs(
-            prediction=torch.sigmoid(self.final(out)),
+            prediction=self.render(self.deform(src.features, motion)),
             deformation=deformation,
             sparse_motion=motion["sparse_motion"],
             sparse_deformed=motion["sparse_deformed"],
             occlusion_map=motion.get("occlusion_map"),
-            deformed=flow_warp(src.image, deformation, self.align_corners)
-            if intermediates
-            else None,
+            deformed=self.warp_features(src.image, deformation) if intermediates else None,
         )
 
     def forward(
@@ -313,40 +282,26 @@ class CfteModel(OfficialModel[CfteSource]):
     model_id: ClassVar[int] = 3
     default_qstep: ClassVar[float] = 4
     family: ClassVar[str] = "cfte"
-    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
     options_class: ClassVar[type[ModelOptions]] = CfteOptions
     options: CfteOptions
+    detector_class = CfteKeypointDetector
+    generator_class = CfteGenerator
 
     def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
-        common = params["common_params"]
-        kp = CfteKeypointDetector(**params["kp_detector_params"], **common)
-        gen = CfteGenerator(**params["generator_params"], **common)
-        gen.set_align_corners(self.options.align_corners)
-        self.num_kp = int(common["num_kp"])
+        nets = super().build_networks(params)
         scale = float(params["kp_detector_params"].get("scale_factor", 1))
         self.feat_size = int(round(self.size * scale)) // 16
-        return {"kp_detector": kp, "generator": gen}
+        return nets
 
     @property
     def fields(self) -> tuple[FeatureField, ...]:
         return (FeatureField("compact", "matrix", (self.num_kp, self.feat_size, self.feat_size)),)
 
     def to_vector(self, feat: torch.Tensor) -> np.ndarray:
-        return feat[0].reshape(-1).to("cpu", torch.float64).numpy()
+        return self.tensors_vector(feat)
 
     def from_vector(self, vec: np.ndarray) -> torch.Tensor:
-        f = self.split_vector(np.asarray(vec, dtype=np.float64))["compact"]
-        return torch.as_tensor(f, dtype=torch.float32, device=self.device).unsqueeze(0)
-
-    def analyse_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.nets["kp_detector"](x)
-
-    def analyse(self, frame: np.ndarray) -> np.ndarray:
-        return self.to_vector(self.analyse_tensor(self.frame_tensor(frame)))
-
-    def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
-        return self.to_vector(self.analyse_tensor(self.frame_tensor(key_frame, "contiguous")))
+        return self.vector_tensors(vec)["compact"]
 
     def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> CfteSource:
         if key_feature is None:
@@ -363,11 +318,3 @@ class CfteModel(OfficialModel[CfteSource]):
         enc = self.key_encoding(key_frame, self.to_vector(feat_key))
         with torch.inference_mode():
             return self.nets["generator"].decode(enc, feat_current, intermediates)
-
-    def synthesize(
-        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
-    ) -> np.ndarray:
-        out = self.synthesize_tensor(
-            key_frame, self.from_vector(key_feature), self.from_vector(feature)
-        )
-        return tensor_to_frame(out.prediction, self.options.rounding)

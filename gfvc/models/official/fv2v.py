@@ -34,13 +34,19 @@ from torch import nn
 from gfvc.models.base import FeatureField
 from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
 from gfvc.models.official.geometry import (
-    coordinate_grid,
     heatmap_to_keypoints,
-    keypoints_to_gaussian,
     warp,
 )
+from gfvc.models.official.keypoints import (
+    KP_VARIANCE,
+    blend_motions,
+    deform_copies,
+    heat_difference,
+    keypoint_motions,
+    optional_downscale,
+    softmax_heatmap,
+)
 from gfvc.models.official.layers import (
-    AntiAliasInterpolation2d,
     DownBlock2d,
     Hourglass,
     ResBlock3d,
@@ -68,17 +74,14 @@ __all__ = [
     "rotation_matrix",
 ]
 
-KP_VARIANCE = 0.01
-
 
 @dataclass(frozen=True)
 class Fv2vOptions(ModelOptions):
-    """See the module docstring. ``rounding``: "round" (gfvc) or "truncate" (reference)."""
+    """See the module docstring."""
 
     align_corners: bool = False
     pi: float = 3.14
     mask_floor: float = 1e-3
-    rounding: str = "round"
 
 
 # --------------------------------------------------------------------------- keypoints
@@ -149,16 +152,13 @@ class Fv2vKeypointDetector(nn.Module):
         self.kp = nn.Conv3d(self.predictor.out_filters, num_kp, kernel_size=3, padding=1)
         self.temperature = temperature
         self.scale_factor = scale_factor
-        if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(image_channel, scale_factor)
+        self.down = optional_downscale(image_channel, scale_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale_factor != 1:
+        if self.down is not None:
             x = self.down(x)
         logits = self.kp(self.predictor(x))
-        shape = logits.shape
-        heat = F.softmax(logits.view(shape[0], shape[1], -1) / self.temperature, dim=2).view(shape)
-        return heatmap_to_keypoints(heat, 3)
+        return heatmap_to_keypoints(softmax_heatmap(logits, self.temperature), 3)
 
 
 # --------------------------------------------------------------------------- head pose
@@ -346,28 +346,10 @@ class Fv2vDenseMotion(nn.Module):
         self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """``feature``: the *compressed* key feature volume (see :meth:`compress_feature`)."""
-        b, c, d, h, w = feature.shape
-        k1 = self.num_kp + 1
-        identity = coordinate_grid((d, h, w), kp_source.dtype, kp_source.device).view(
-            1, 1, d, h, w, 3
-        )
-        to_source = (
-            identity
-            - kp_driving.view(b, self.num_kp, 1, 1, 1, 3)
-            + kp_source.view(b, self.num_kp, 1, 1, 1, 3)
-        )
-        motions = torch.cat([identity.expand(b, 1, d, h, w, 3), to_source], dim=1)
-        repeated = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
-        deformed = F.grid_sample(
-            repeated,
-            motions.reshape(b * k1, d, h, w, 3),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=self.align_corners,
-        ).view(b, k1, c, d, h, w)
-        g_d = keypoints_to_gaussian(kp_driving, (d, h, w), self.kp_variance)
-        g_s = keypoints_to_gaussian(kp_source, (d, h, w), self.kp_variance)
-        heat = torch.cat([feature.new_zeros(b, 1, d, h, w), g_d - g_s], dim=1).unsqueeze(2)
+        b, _, d, h, w = feature.shape
+        motions = keypoint_motions(kp_driving, kp_source, (d, h, w))
+        deformed = deform_copies(feature, motions, self.align_corners)
+        heat = heat_difference(kp_driving, kp_source, (d, h, w), self.kp_variance)
         prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w))
         mask = F.softmax(self.mask(prediction), dim=1)
         blend = (
@@ -375,11 +357,7 @@ class Fv2vDenseMotion(nn.Module):
             if self.mask_floor > 0
             else mask
         )
-        deformation = (
-            (motions.permute(0, 1, 5, 2, 3, 4) * blend.unsqueeze(2))
-            .sum(dim=1)
-            .permute(0, 2, 3, 4, 1)
-        )
+        deformation = blend_motions(motions, blend)
         out = {"mask": mask, "deformation": deformation}
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
@@ -548,19 +526,12 @@ class Fv2vModel(OfficialModel[Fv2vKey]):
         return Fv2vPose(rotation_matrix(rx, ry, rz, pi=self.options.pi), he.t, he.exp)
 
     def to_vector(self, pose: Fv2vPose) -> np.ndarray:
-        flat = torch.cat([pose.rot[0].reshape(-1), pose.t[0].reshape(-1), pose.exp[0].reshape(-1)])
-        return flat.to("cpu", torch.float64).numpy()
+        return self.tensors_vector(pose.rot, pose.t, pose.exp)
 
     def from_vector(self, vec: np.ndarray) -> Fv2vPose:
-        f = self.split_vector(np.asarray(vec, dtype=np.float64))
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(a, dtype=torch.float32, device=self.device)
-
+        f = self.vector_tensors(vec)
         return Fv2vPose(
-            t(f["rotation"]).view(1, 3, 3),
-            t(f["translation"]).view(1, 3),
-            t(f["expression"]).view(1, -1),
+            f["rotation"].view(1, 3, 3), f["translation"].view(1, 3), f["expression"].view(1, -1)
         )
 
     # ------------------------------------------------------------------ coding
@@ -569,11 +540,8 @@ class Fv2vModel(OfficialModel[Fv2vKey]):
             he = self.nets["he_estimator"](x)
             return he, self.pose_from_headpose(he)
 
-    def analyse(self, frame: np.ndarray) -> np.ndarray:
-        return self.to_vector(self.analyse_tensor(self.frame_tensor(frame))[1])
-
-    def analyse_key(self, key_frame: np.ndarray) -> np.ndarray:
-        return self.to_vector(self.analyse_tensor(self.frame_tensor(key_frame, "contiguous"))[1])
+    def feature_of(self, x: torch.Tensor) -> Fv2vPose:
+        return self.analyse_tensor(x)[1]
 
     def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> Fv2vKey:
         """Reference semantics: the key's keypoints come from the key frame itself (float32 pose

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+#: Coordinate grids by (spatial size, dtype, device): every frame needs the same few.
+_GRIDS: dict[tuple[tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def coordinate_grid(
     spatial_size: tuple[int, ...],
     dtype: torch.dtype = torch.float32,
@@ -32,11 +36,23 @@ def coordinate_grid(
 ) -> torch.Tensor:
     """Grid of normalised coordinates, shape (*spatial_size, len(spatial_size)).
 
-    ``spatial_size`` is (h, w) or (d, h, w); the last axis holds (x, y) or (x, y, z).
+    ``spatial_size`` is (h, w) or (d, h, w); the last axis holds (x, y) or (x, y, z). The
+    tensor is cached and shared: callers must not modify it in place.
     """
-    axes = [2 * (torch.arange(n, dtype=dtype, device=device) / (n - 1)) - 1 for n in spatial_size]
-    mesh = torch.meshgrid(*axes, indexing="ij")  # one tensor per spatial axis, slowest first
-    return torch.stack(tuple(reversed(mesh)), dim=-1)
+    key = (tuple(int(n) for n in spatial_size), dtype, torch.device(device))
+    grid = _GRIDS.get(key)
+    if grid is None:
+        with torch.inference_mode(False), torch.no_grad():
+            axes = [
+                2 * (torch.arange(n, dtype=dtype, device=device) / (n - 1)) - 1
+                for n in spatial_size
+            ]
+            mesh = torch.meshgrid(*axes, indexing="ij")  # one tensor per axis, slowest first
+            grid = torch.stack(tuple(reversed(mesh)), dim=-1)
+        if len(_GRIDS) > 64:
+            _GRIDS.clear()
+        _GRIDS[key] = grid
+    return grid
 
 
 def keypoints_to_gaussian(

@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from gfvc.errors import InputError
-from gfvc.models.official.base import ModelOptions, OfficialModel, tensor_to_frame
+from gfvc.models.official.base import tensor_to_frame
 from gfvc.models.official.dac import (
     DacGenerator,
-    DacKeypointDetector,
-    DacOptions,
-    KeypointModelMixin,
+    DacModel,
 )
 from gfvc.models.official.layers import (
     AntiAliasInterpolation2d,
@@ -47,24 +45,18 @@ class HdacGenerator(DacGenerator):
     def __init__(
         self,
         num_channels: int,
-        num_kp: int,
         block_expansion: int,
         max_features: int,
         num_down_blocks: int,
         num_bottleneck_blocks: int,
-        estimate_occlusion_map: bool = False,
-        dense_motion_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            num_channels,
-            num_kp,
-            block_expansion,
-            max_features,
-            num_down_blocks,
-            0,  # no plain bottleneck: HDAC's bottleneck is the fusion one below
-            estimate_occlusion_map,
-            dense_motion_params,
+            num_channels=num_channels,
+            block_expansion=block_expansion,
+            max_features=max_features,
+            num_down_blocks=num_down_blocks,
+            num_bottleneck_blocks=0,  # HDAC's bottleneck is the fusion one below
             **kwargs,
         )
         # Registration order defines the state_dict order: rebuild the tail in HDAC's order.
@@ -85,7 +77,7 @@ class HdacGenerator(DacGenerator):
 
     def render(self, features: torch.Tensor) -> torch.Tensor:
         out = self.bt_output_layer(self.main_bottleneck(features))
-        return self.final(run_blocks(out, self.up_blocks))
+        return torch.sigmoid(self.final(run_blocks(out, self.up_blocks)))
 
     def predict_encoded(
         self,
@@ -94,7 +86,7 @@ class HdacGenerator(DacGenerator):
         kp_target: torch.Tensor,
         base_layer: torch.Tensor,
     ) -> HdacOutputs:
-        feats, motion = self.deform(src, kp_reference, kp_target)
+        feats, motion = self.deform_source(src, kp_reference, kp_target)
         bt_input = torch.cat([feats, self.encode_base(base_layer)], dim=1)
         return HdacOutputs(self.render(bt_input), motion, bt_input)
 
@@ -106,7 +98,7 @@ class HdacGenerator(DacGenerator):
         base_layer: torch.Tensor,
     ) -> torch.Tensor:
         return self.predict_encoded(
-            self.encode_reference(reference), kp_reference, kp_target, base_layer
+            self.encode_source(reference), kp_reference, kp_target, base_layer
         ).prediction
 
     def forward(
@@ -130,37 +122,27 @@ class HdacOutputs:
 
 
 @register_motion_model("hdac")
-class HdacModel(KeypointModelMixin, OfficialModel[Any]):
+class HdacModel(DacModel):
     """HDAC as a gfvc MotionModel (feature: 10 keypoints = 20 scalars; needs a base layer)."""
 
     model_id: ClassVar[int] = 6
-    default_qstep: ClassVar[float] = 64
     family: ClassVar[str] = "hdac"
-    module_names: ClassVar[tuple[str, ...]] = ("kp_detector", "generator")
-    options_class: ClassVar[type[ModelOptions]] = DacOptions
-    options: DacOptions
+    generator_class: ClassVar[type[nn.Module]] = HdacGenerator
 
     def build_networks(self, params: dict[str, Any]) -> dict[str, nn.Module]:
-        common = params["common_params"]
-        gen = HdacGenerator(**params["generator_params"], **common)
-        kp = DacKeypointDetector(**params["kp_detector_params"], **common)
-        for net in (gen, kp):  # HDAC's image down-scaler resizes bilinearly after the blur
+        nets = super().build_networks(params)
+        for net in nets.values():  # HDAC's image down-scaler resizes bilinearly after the blur
             for m in net.modules():
                 if isinstance(m, AntiAliasInterpolation2d):
                     m.resample = "bilinear"
-        gen.set_align_corners(self.options.align_corners)
-        self.num_kp = int(common["num_kp"])
         self._base_layer: np.ndarray | None = None
-        return {"kp_detector": kp, "generator": gen}
+        return nets
 
     def set_base_layer(self, frame: np.ndarray | None) -> None:
         """The decoded base-layer picture (H, W, 3) uint8 of the frame synthesised next."""
         self._base_layer = None if frame is None else np.ascontiguousarray(frame)
 
-    def encode_key(self, key: torch.Tensor, key_feature: np.ndarray | None) -> Any:
-        return self.nets["generator"].encode_reference(key)
-
-    def synthesize_tensor(
+    def synthesize_tensor(  # type: ignore[override]
         self,
         key_frame: np.ndarray,
         kp_key: torch.Tensor,

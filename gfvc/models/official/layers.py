@@ -12,11 +12,14 @@ the linear modes), so ``UpBlock2d`` passes none in that mode.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gfvc.models.official.geometry import warp
 
 __all__ = [
     "AntiAliasInterpolation2d",
@@ -28,6 +31,7 @@ __all__ = [
     "HourglassDecoder",
     "HourglassEncoder",
     "OcclusionAwareGenerator",
+    "TrunkSource",
     "ResBlock2d",
     "ResBlock3d",
     "SameBlock2d",
@@ -82,25 +86,108 @@ class AntiAliasInterpolation2d(nn.Module):
         return out[:, :, :: self.step, :: self.step]
 
 
-class DownBlock2d(nn.Module):
+_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _weight_format(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last and weight.dim() == 4 else torch.contiguous_format
+    return weight.contiguous(memory_format=fmt)
+
+
+def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode batch norm as ``x * scale + shift``: (scale, shift), per channel."""
+    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    shift = norm.bias.double() - norm.running_mean.double() * scale
+    return scale, shift
+
+
+def fold_conv_norm(
+    conv: nn.Module, norm: nn.Module, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm(conv(x))`` (eval mode) as one convolution: its (weight, bias), computed in float64."""
+    scale, shift = norm_affine(norm)
+    w = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    b = shift if conv.bias is None else shift + conv.bias.double() * scale
+    dtype = conv.weight.dtype
+    return _weight_format(w.to(dtype), channels_last), b.to(dtype)
+
+
+def fuse_for_inference(net: nn.Module, enabled: bool, channels_last: bool = False) -> None:
+    """Switch every block of ``net`` that can run faster in inference (batch norms folded into
+    their convolutions, nearest upsampling merged into the next convolution) to that form, or
+    back. The parameters stay as they are; the folded weights are extra, unsaved tensors."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, Fusable):
+                m.fuse(enabled, channels_last)
+
+
+class Fusable(nn.Module):
+    """A block with an optional inference form (see :func:`fuse_for_inference`)."""
+
+    def fuse(self, enabled: bool, channels_last: bool) -> None:
+        raise NotImplementedError
+
+
+class ConvNormBlock(Fusable):
+    """``conv`` then batch norm ``norm`` (2-D or 3-D); the norm folds into the conv."""
+
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int, padding: int, dims: int = 2
+    ) -> None:
+        super().__init__()
+        self.conv = _CONV[dims](in_features, out_features, kernel_size=kernel_size, padding=padding)
+        self.norm = _NORM[dims](out_features, affine=True)
+        self.folded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fuse(self, enabled: bool, channels_last: bool) -> None:
+        self.folded = fold_conv_norm(self.conv, self.norm, channels_last) if enabled else None
+
+    def conv_norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded is None:
+            return self.norm(self.conv(x))
+        return self.conv._conv_forward(x, *self.folded)
+
+
+class DownBlock2d(ConvNormBlock):
     """conv -> BN -> ReLU -> 2x2 average pooling (halves H and W)."""
 
     def __init__(
         self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
     ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        super().__init__(in_features, out_features, kernel_size, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), kernel_size=(2, 2))
+        return F.avg_pool2d(F.relu(self.conv_norm(x)), kernel_size=(2, 2))
 
 
-class UpBlock2d(nn.Module):
+#: Row mixing of a 3-tap kernel after nearest x2 upsampling, per output phase (even, odd):
+#: phase 0 reads input rows (i-1, i) with taps (w0, w1 + w2), phase 1 rows (i, i+1) with
+#: (w0 + w1, w2).
+_PHASE_MIX = ((( 1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1)))  # fmt: skip
+
+
+#: Below this many input pixels a block's cost is reading its weights, which the phase form
+#: makes 16/9 as large: small maps keep the upsample-then-convolve form.
+PHASE_MIN_PIXELS = 32 * 32
+
+
+def upsampled_conv_phases(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 kernel applied after nearest x2 upsampling, as four 2x2 kernels on the input
+    (one per output phase (a, b), stacked a-major): 4/9 of the multiplications."""
+    mix = torch.tensor(_PHASE_MIX, dtype=weight.dtype, device=weight.device)
+    return torch.cat(
+        [torch.einsum("pk,oikl,ql->oipq", mix[a], weight, mix[b]) for a in (0, 1) for b in (0, 1)]
+    )
+
+
+class UpBlock2d(ConvNormBlock):
     """x2 upsampling -> conv -> BN -> ReLU.
 
     ``mode="nearest"`` (FOMM, CFTE, FV2V) or ``"bilinear"`` with ``align_corners=True`` (the
-    DAC family, established against the golden data).
+    DAC family, established against the golden data). In inference form a nearest block skips
+    the upsampled image: each output phase is a 2x2 convolution of the input.
     """
 
     def __init__(
@@ -112,23 +199,45 @@ class UpBlock2d(nn.Module):
         mode: str = "nearest",
         align_corners: bool = True,
     ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        super().__init__(in_features, out_features, kernel_size, padding)
         self.mode = mode
         self.align_corners = align_corners
+        self.phases: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fuse(self, enabled: bool, channels_last: bool) -> None:
+        super().fuse(enabled, channels_last)
+        self.phases = None
+        if self.folded is not None and self.mode == "nearest" and self.conv.kernel_size == (3, 3):
+            w, b = self.folded
+            phases = upsampled_conv_phases(w.double()).to(w.dtype)
+            self.phases = (_weight_format(phases, channels_last), b.repeat(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.phases is not None and x.shape[-2] * x.shape[-1] >= PHASE_MIN_PIXELS:
+            return self._phase_forward(x)
         if self.mode == "nearest":  # nearest has no align_corners in torch
             out = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:
             out = F.interpolate(
                 x, scale_factor=2.0, mode=self.mode, align_corners=self.align_corners
             )
-        return F.relu(self.norm(self.conv(out)))
+        return F.relu(self.conv_norm(out))
+
+    def _phase_forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.phases is not None
+        b, _, h, w = x.shape
+        y = torch.relu_(F.conv2d(x, *self.phases, padding=1))  # (B, 4 * C, H + 1, W + 1)
+        c = y.shape[1] // 4
+        last = y.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if last else torch.contiguous_format
+        out = torch.empty(b, c, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
+        y = y.view(b, 4, c, h + 1, w + 1)
+        for i, (pa, pb) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            out[:, :, pa::2, pb::2] = y[:, i, :, pa : pa + h, pb : pb + w]
+        return out
 
 
-class SameBlock2d(nn.Module):
+class SameBlock2d(ConvNormBlock):
     """conv -> BN -> ReLU (or LeakyReLU 0.01) at unchanged resolution."""
 
     def __init__(
@@ -139,30 +248,53 @@ class SameBlock2d(nn.Module):
         padding: int = 1,
         lrelu: bool = False,
     ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        super().__init__(in_features, out_features, kernel_size, padding)
         self.lrelu = lrelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.norm(self.conv(x))
+        out = self.conv_norm(x)
         return F.leaky_relu(out, 0.01) if self.lrelu else F.relu(out)
 
 
-class _ResBlock(nn.Module):
-    """Pre-activation residual block (2-D or 3-D by the subclass's ``_conv``/``_norm``)."""
+class _ResBlock(Fusable):
+    """Pre-activation residual block (2-D or 3-D by the subclass's ``dims``).
 
-    _conv: type[nn.Module] = nn.Conv2d
-    _norm: type[nn.Module] = nn.BatchNorm2d
+    Inference form: ``norm2`` folds into ``conv1``, ``norm1`` becomes a per-channel affine,
+    activations and the residual sum run in place.
+    """
+
+    dims: int = 2
 
     def __init__(self, features: int, kernel_size: int = 3, padding: int = 1) -> None:
         super().__init__()
-        self.conv1 = self._conv(features, features, kernel_size=kernel_size, padding=padding)
-        self.conv2 = self._conv(features, features, kernel_size=kernel_size, padding=padding)
-        self.norm1 = self._norm(features, affine=True)
-        self.norm2 = self._norm(features, affine=True)
+        conv = _CONV[self.dims]
+        self.conv1 = conv(features, features, kernel_size=kernel_size, padding=padding)
+        self.conv2 = conv(features, features, kernel_size=kernel_size, padding=padding)
+        self.norm1 = _NORM[self.dims](features, affine=True)
+        self.norm2 = _NORM[self.dims](features, affine=True)
+        self.fast: tuple[torch.Tensor, ...] | None = None
+
+    def fuse(self, enabled: bool, channels_last: bool) -> None:
+        if not enabled:
+            self.fast = None
+            return
+        scale, shift = norm_affine(self.norm1)
+        view = (1, -1) + (1,) * self.dims
+        dtype = self.conv1.weight.dtype
+        self.fast = (
+            scale.to(dtype).view(view),
+            shift.to(dtype).view(view),
+            *fold_conv_norm(self.conv1, self.norm2, channels_last),
+            _weight_format(self.conv2.weight, channels_last),
+            self.conv2.bias,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is not None:
+            scale, shift, w1, b1, w2, b2 = self.fast
+            out = torch.relu_(torch.addcmul(shift, x, scale))
+            out = torch.relu_(self.conv1._conv_forward(out, w1, b1))
+            return self.conv2._conv_forward(out, w2, b2).add_(x)
         out = self.conv1(F.relu(self.norm1(x)))
         out = self.conv2(F.relu(self.norm2(out)))
         return out + x
@@ -172,21 +304,19 @@ class ResBlock2d(_ResBlock):
     """Pre-activation residual block: x + conv2(relu(bn2(conv1(relu(bn1(x))))))."""
 
 
-class DownBlock3d(nn.Module):
+class DownBlock3d(ConvNormBlock):
     """3-D conv -> BN -> ReLU -> (1, 2, 2) average pooling (depth kept)."""
 
     def __init__(
         self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
     ) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.norm = nn.BatchNorm3d(out_features, affine=True)
+        super().__init__(in_features, out_features, kernel_size, padding, dims=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), kernel_size=(1, 2, 2))
+        return F.avg_pool3d(F.relu(self.conv_norm(x)), kernel_size=(1, 2, 2))
 
 
-class UpBlock3d(nn.Module):
+class UpBlock3d(ConvNormBlock):
     """(1, 2, 2) upsampling -> 3-D conv -> BN -> ReLU.
 
     FV2V's reference upsamples *trilinearly* (``align_corners`` False unless set); this was
@@ -196,23 +326,20 @@ class UpBlock3d(nn.Module):
     def __init__(
         self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1
     ) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.norm = nn.BatchNorm3d(out_features, affine=True)
+        super().__init__(in_features, out_features, kernel_size, padding, dims=3)
         self.align_corners = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.interpolate(
             x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=self.align_corners
         )
-        return F.relu(self.norm(self.conv(out)))
+        return F.relu(self.conv_norm(out))
 
 
 class ResBlock3d(_ResBlock):
     """3-D version of :class:`ResBlock2d`."""
 
-    _conv = nn.Conv3d
-    _norm = nn.BatchNorm3d
+    dims = 3
 
 
 def feature_width(block_expansion: int, max_features: int, level: int) -> int:
@@ -275,59 +402,111 @@ def apply_occlusion(
     return features * occlusion
 
 
-class OcclusionAwareGenerator(nn.Module):
-    """The trunk FOMM, CFTE and the DAC family share: ``first`` -> ``down_blocks`` (key-frame
-    encoder), warp + occlusion (the family's), ``bottleneck`` -> ``up_blocks`` -> ``final``.
+@dataclass
+class TrunkSource:
+    """Key-frame (reference) encoding of the occlusion-aware trunk: ``image`` (B,3,H,W),
+    ``small`` (B,3,h,w) the dense-motion network's input, ``features`` (B,C,H/4,W/4)."""
 
-    :meth:`build_trunk` registers ``dense_motion_network``, ``first``, ``down_blocks``,
-    ``up_blocks`` and ``bottleneck`` in that order (the checkpoints' key order); the subclass
-    then assigns ``final``.
+    image: torch.Tensor
+    small: torch.Tensor
+    features: torch.Tensor
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """The generator FOMM, CFTE and the DAC family share: ``first`` -> ``down_blocks``
+    (key-frame encoder), the family's dense motion, warp + occlusion, ``bottleneck`` ->
+    ``up_blocks`` -> ``final`` -> sigmoid.
+
+    A family sets the class attributes: its dense motion network, the trunk's upsampling,
+    whether ``final`` is stored wrapped (``final.conv.*``) and the default ``align_corners``.
+    Registration order (the checkpoints' key order): ``dense_motion_network``, ``first``,
+    ``down_blocks``, ``up_blocks``, ``bottleneck``, ``final``.
     """
 
+    dense_motion_class: ClassVar[type[nn.Module]]
     dense_motion_network: nn.Module
-    final: nn.Module
     align_corners: bool
+    #: Keyword arguments the family's dense motion network takes besides the yaml's.
+    dense_motion_kwargs: ClassVar[dict[str, Any]] = {}
+    up_mode: ClassVar[str] = "nearest"
+    wrapped_final: ClassVar[bool] = False
+    default_align_corners: ClassVar[bool] = False
+    #: Whether unknown generator_params are ignored (the DAC family's yamls carry extras).
+    ignores_extra_params: ClassVar[bool] = False
 
-    def build_trunk(
+    def __init__(
         self,
-        dense_motion_cls: type[nn.Module],
-        dense_motion_params: dict[str, Any] | None,
-        num_kp: int,
         num_channels: int,
-        estimate_occlusion_map: bool,
+        num_kp: int,
         block_expansion: int,
         max_features: int,
         num_down_blocks: int,
         num_bottleneck_blocks: int,
-        **up_kwargs: Any,
+        estimate_occlusion_map: bool = False,
+        dense_motion_params: dict[str, Any] | None = None,
+        estimate_jacobian: bool = False,
+        **extra: Any,
     ) -> None:
-        """Dense motion network (from the yaml's ``dense_motion_params``) and the image trunk."""
+        super().__init__()
+        if extra and not self.ignores_extra_params:
+            raise TypeError(f"{type(self).__name__}: unknown parameters {sorted(extra)}")
         if dense_motion_params is None:
             raise ValueError(f"{type(self).__name__} needs dense_motion_params")
-        self.dense_motion_network = dense_motion_cls(
+        self.dense_motion_network = self.dense_motion_class(
             num_kp=num_kp,
             num_channels=num_channels,
             estimate_occlusion_map=estimate_occlusion_map,
             **dense_motion_params,
+            **self.dense_motion_kwargs,
         )
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = down_block_stack(block_expansion, max_features, num_down_blocks)
-        self.up_blocks = up_block_stack(block_expansion, max_features, num_down_blocks, **up_kwargs)
+        self.up_blocks = up_block_stack(
+            block_expansion, max_features, num_down_blocks, mode=self.up_mode
+        )
         self.bottleneck = res_bottleneck(
             feature_width(block_expansion, max_features, num_down_blocks), num_bottleneck_blocks
         )
+        final = ConvOutput if self.wrapped_final else nn.Conv2d
+        self.final = final(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.set_align_corners(self.default_align_corners)
 
     def set_align_corners(self, value: bool) -> None:
         self.align_corners = value
         self.dense_motion_network.align_corners = value
+        for m in self.modules():
+            if isinstance(m, UpBlock2d):
+                m.align_corners = value
 
     def encode_features(self, image: torch.Tensor) -> torch.Tensor:
         """``first`` then ``down_blocks``: (B,C,H,W) -> (B,C',H/2^n,W/2^n)."""
         return run_blocks(self.first(image), self.down_blocks)
 
+    def encode_source(self, source: torch.Tensor) -> TrunkSource:
+        """Everything of the key frame the per-frame decoding reuses."""
+        return TrunkSource(
+            source, self.dense_motion_network.downscale(source), self.encode_features(source)
+        )
+
+    def warp_features(self, features: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+        """Backward warp by the dense motion (normalised sampling grid; CFTE: pixel flow)."""
+        return warp(features, deformation, self.align_corners)
+
+    def deform(self, features: torch.Tensor, motion: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Key features warped by ``motion["deformation"]`` and multiplied by its occlusion."""
+        return apply_occlusion(
+            self.warp_features(features, motion["deformation"]),
+            motion.get("occlusion_map"),
+            self.align_corners,
+        )
+
     def decode_features(self, features: torch.Tensor) -> torch.Tensor:
         """``bottleneck`` then ``up_blocks`` (``final`` not applied)."""
         return run_blocks(self.bottleneck(features), self.up_blocks)
+
+    def render(self, features: torch.Tensor) -> torch.Tensor:
+        """Deformed features -> the predicted frame (B,3,H,W) in [0, 1]."""
+        return torch.sigmoid(self.final(self.decode_features(features)))
 
 
 class HourglassEncoder(nn.Module):
@@ -358,7 +537,7 @@ class HourglassEncoder(nn.Module):
         return outs
 
 
-class HourglassDecoder(nn.Module):
+class HourglassDecoder(Fusable):
     """U-Net decoder with skip concatenation; output has ``block_expansion + in_features`` channels.
 
     ``final_conv`` adds the conv -> BN -> ReLU that the 3-D (FV2V) hourglass applies at the end.
@@ -386,18 +565,23 @@ class HourglassDecoder(nn.Module):
         self.up_blocks = nn.ModuleList(ups)
         self.out_filters = block_expansion + in_features
         self.final_conv = final_conv
+        self.folded: tuple[torch.Tensor, torch.Tensor] | None = None
         if final_conv:
-            conv = nn.Conv2d if dims == 2 else nn.Conv3d
-            norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-            self.conv = conv(self.out_filters, self.out_filters, kernel_size=3, padding=1)
-            self.norm = norm(self.out_filters, affine=True)
+            self.conv = _CONV[dims](self.out_filters, self.out_filters, kernel_size=3, padding=1)
+            self.norm = _NORM[dims](self.out_filters, affine=True)
+
+    def fuse(self, enabled: bool, channels_last: bool) -> None:
+        ok = enabled and self.final_conv
+        self.folded = fold_conv_norm(self.conv, self.norm, channels_last) if ok else None
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
         skips = list(skips)
         out = skips.pop()
         for block in self.up_blocks:
             out = torch.cat([block(out), skips.pop()], dim=1)
-        if self.final_conv:
+        if self.folded is not None:
+            out = torch.relu_(self.conv._conv_forward(out, *self.folded))
+        elif self.final_conv:
             out = F.relu(self.norm(self.conv(out)))
         return out
 
@@ -429,26 +613,14 @@ class Hourglass(nn.Module):
 
 
 class ConvOutput(nn.Module):
-    """A conv wrapped in a module (``<name>.conv.*`` keys, as the DAC family stores them).
+    """A conv wrapped in a module (``<name>.conv.*`` keys, as the DAC family stores them)."""
 
-    ``activation``: ``None``, ``"sigmoid"``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        kernel_size: int,
-        padding: int,
-        activation: str | None = None,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, padding: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
-        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        return torch.sigmoid(out) if self.activation == "sigmoid" else out
+        return self.conv(x)
 
 
 class GDN(nn.Module):

@@ -1,0 +1,156 @@
+"""Rate control: spend a target number of kilobits per second on key frames and features.
+
+The budget line is R x t. Key frames are the big spend: the controller plans one every
+``period`` seconds and sizes each to what the budget leaves after the features expected until
+the next one, by searching the key-frame QP (the key picture is coded, measured and recoded,
+so its size is exact, not modelled). Between key frames the features' precision follows the
+budget through the encoder dead zone (coarser when they spend too much). The period is the
+largest that a key frame of good quality (``qp_floor``) can fill, between 1 and ``max_period``
+seconds: low rates get one careful key frame, high rates frequent refreshes.
+
+A live encoder sets ``burst_s``: no key frame may take longer than that to send at rate R,
+so a call never stalls behind one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class RatePlan:
+    qp: int
+    bits: int
+    picture: bytes
+
+
+class RateController:
+    def __init__(
+        self,
+        kbps: float,
+        fps: float,
+        qp_range: tuple[int, int],
+        *,
+        qp_floor: int | None = None,
+        max_period_s: float = 10.0,
+        burst_s: float | None = None,
+        feature_bits_guess: float = 48.0,
+        expected_frames: int | None = None,
+        fixed_bits: int = 0,
+        framing_bits: float = 6.0,
+    ) -> None:
+        if not 0.1 <= kbps <= 100_000:
+            raise ValueError(f"target rate {kbps} kbps outside 0.1..100000")
+        self.rate = kbps * 1000.0
+        self.fps = fps
+        self.lo, self.hi = qp_range
+        self.qp_floor = qp_floor if qp_floor is not None else self.lo + (self.hi - self.lo) // 5
+        self.max_period = max_period_s
+        self.burst = burst_s
+        self.expected_frames = expected_frames
+        self.frames = 0
+        self.spent = float(fixed_bits)  # header and end marker
+        self.framing = framing_bits  # segment framing per unit (length table, CRCs)
+        self.feature_bits = feature_bits_guess  # running estimate per inter frame
+        self.period_frames = int(round(max_period_s * fps))
+        self._since_key = 0
+        self._last_qp: int | None = None
+        self._last_key_bits: float | None = None
+        self.deadzone = 0.7
+
+    # -- planning
+    def budget_until(self, frames_ahead: int) -> float:
+        """Bits the budget line allows from now until ``frames_ahead`` frames later."""
+        return self.rate * (self.frames + frames_ahead) / self.fps - self.spent
+
+    def _horizon(self) -> int:
+        h = self.period_frames
+        if self.expected_frames is not None:
+            h = max(1, min(h, self.expected_frames - self.frames))
+        return h
+
+    def key_target(self) -> float:
+        """Bits the next key frame may use."""
+        h = self._horizon()
+        target = self.budget_until(h) - self.feature_bits * (h - 1)
+        return max(min(target, self.burst_cap), 0.0)
+
+    @property
+    def burst_cap(self) -> float:
+        return math.inf if self.burst is None else self.rate * self.burst
+
+    def due(self) -> bool:
+        """A periodic key frame is due (the planned period has passed)."""
+        return self._since_key >= self.period_frames
+
+    def allows_key(self) -> bool:
+        """A triggered key frame fits the budget now (at the coarsest QP at least)."""
+        if self._last_key_bits is None:
+            return True
+        coarsest = self._last_key_bits * 2 ** ((self._last_qp - self.hi) / 10)  # type: ignore[operator]
+        return self.budget_until(int(self.fps)) >= coarsest
+
+    def choose_key(self, encode_at: Callable[[int], bytes], other_bits: int = 0) -> RatePlan:
+        """Code the key picture at the QP whose size best fits ``key_target`` less the key
+        unit's ``other_bits`` (key feature, side information)."""
+        target = self.key_target() - other_bits
+        tried: dict[int, bytes] = {}
+
+        def size(qp: int) -> int:
+            if qp not in tried:
+                tried[qp] = encode_at(qp)
+            return 8 * len(tried[qp])
+
+        # start from the last key frame's size, assuming the size halves every 10 QP
+        qp = self._last_qp if self._last_qp is not None else (self.lo + self.hi) // 2
+        if self._last_key_bits and target > 0:
+            qp = round(qp - 10 * math.log2(target / self._last_key_bits))
+        qp = min(max(qp, self.qp_floor), self.hi)
+        lo, hi = self.qp_floor, self.hi  # bisection bounds (QP up = fewer bits)
+        for _ in range(7):
+            if size(qp) > target:
+                lo = qp + 1
+            else:
+                hi = qp
+            if lo >= hi:
+                break
+            qp = (lo + hi) // 2
+        fits = [q for q in tried if 8 * len(tried[q]) <= target]
+        best = min(fits) if fits else max(tried)
+        bits = 8 * len(tried[best])
+        self._last_qp, self._last_key_bits = best, float(bits)
+        if best <= self.qp_floor or target + other_bits >= self.burst_cap:
+            self._plan_period(bits + other_bits)
+        return RatePlan(best, bits, tried[best])
+
+    def _plan_period(self, bits: int) -> None:
+        """The key frame cannot absorb the budget (quality floor reached, or capped so a call
+        does not stall): refresh more often, so the key frames spend what features leave."""
+        spare = self.rate / self.fps - self.feature_bits  # bits per frame left for key frames
+        if spare <= 0:
+            return
+        frames = int(bits / spare)
+        self.period_frames = max(int(self.fps), min(frames, int(self.max_period * self.fps)))
+
+    # -- accounting
+    def after_key(self, bits: int) -> None:
+        self.spent += bits + self.framing
+        self.frames += 1
+        self._since_key = 0
+
+    def after_feature(self, bits: int) -> None:
+        bits += self.framing
+        self.spent += bits
+        self.frames += 1
+        self._since_key += 1
+        self.feature_bits += 0.05 * (bits - self.feature_bits)
+        # features follow the budget: compare the spend with the line until the next key
+        left = self.period_frames - self._since_key
+        if left > 0:
+            allowed = self.budget_until(left) / left
+            if self.feature_bits > 1.05 * allowed:
+                self.deadzone = min(1.9, self.deadzone + 0.05)
+            elif self.feature_bits < 0.9 * allowed:
+                self.deadzone = max(0.5, self.deadzone - 0.05)

@@ -1,0 +1,153 @@
+"""The encoder's eyes: score what the receiver will see and say when to send a new reference.
+
+The encoder renders each frame from the integers it is about to send, as the decoder will
+(``MotionModel.preview``), and compares it with the camera's frame. A new key frame is asked
+for when the rendering can no longer serve:
+
+* ``cut``: the camera's picture changed at once (a scene cut, another person);
+* ``drift``: the whole rendered picture is far from the camera's;
+* ``expression``: the eye and mouth openings are far off (teeth, eyes wide open, a blink the
+  key frame cannot show);
+* ``lighting``: the frame's brightness moved away from the key frame's;
+* ``face-found``: the face tracker found the face again after losing it.
+
+All scores are on 64x64 grey pictures (a few hundred microseconds per frame). With rate
+control, drift, expression and lighting refreshes are sent only when the budget allows; cuts
+and a face found again always are (a wrong face must not stay on screen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gfvc.bitstream import KEY_REASONS
+
+REASON = {name: i for i, name in enumerate(KEY_REASONS)}
+_SMALL = 64
+
+
+def small_grey(frame: np.ndarray) -> np.ndarray:
+    """(64, 64) float32 luma of an (H, W, 3) uint8 frame, by box averaging."""
+    h, w = frame.shape[:2]
+    fy, fx = max(1, h // _SMALL), max(1, w // _SMALL)
+    y = frame[: fy * _SMALL, : fx * _SMALL].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    return y.reshape(_SMALL, fy, _SMALL, fx).mean(axis=(1, 3))
+
+
+def small_mask(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    fy, fx = max(1, h // _SMALL), max(1, w // _SMALL)
+    m = mask[: fy * _SMALL, : fx * _SMALL].astype(np.float32)
+    return m.reshape(_SMALL, fy, _SMALL, fx).max(axis=(1, 3)) > 0
+
+
+@dataclass
+class WatchSettings:
+    """Trigger thresholds, in 8-bit grey levels on 64x64 pictures.
+
+        Measured on seven real clips at 256x256 (``benchmarks/bench_watch.py``): frame-to-frame
+        change stays below 11 without a cut (below 32 on a very fast mover, lp_d12) and jumps above 25
+    at one; the rendered picture's error
+        stays below 19 (eye/mouth regions below 45 on the most expressive clip) and brightness
+        within 7 of the key frame.
+    """
+
+    cut: float = 20.0  # mean change between two camera frames that reads as a cut
+    cut_ratio: float = 4.0  # ... and that many times the shot's median frame-to-frame change
+    cut_alone: float = 35.0  # a cut within five frames of a key frame (no motion measured yet)
+    cut_error: float = 18.0  # ... and the rendering must have failed too, where there is one
+    drift: float = 24.0  # error of the rendered picture that asks for a new key frame
+    region: float = 45.0  # ... inside the eye and mouth openings
+    lighting: float = 15.0  # brightness change against the key frame
+    min_gap: int = 25  # frames between a key frame and a drift/expression/lighting refresh
+
+
+@dataclass
+class Score:
+    """What the encoder measured for one frame (grey levels)."""
+
+    error: float  # mean |rendered - camera| over the picture
+    region_error: float  # ... inside the eye and mouth openings (nan when unknown)
+    change: float  # mean |camera - previous camera frame|
+    brightness: float  # |mean camera brightness - the key frame's|
+    tracked: bool  # the model's tracker saw the face
+
+
+class Watch:
+    """Per-stream trigger state; ``key`` at every key frame, ``check`` at every other frame."""
+
+    def __init__(self, settings: WatchSettings | None = None) -> None:
+        self.s = settings or WatchSettings()
+        self._prev: np.ndarray | None = None
+        self._key_brightness = 0.0
+        self._since_key = 0
+        self._changes: list[float] = []
+        self._lost = False
+        self.last: Score | None = None
+        #: reason name -> number of key frames it triggered
+        self.counts: dict[str, int] = {}
+
+    def key(self, camera: np.ndarray) -> None:
+        """A key frame was sent from ``camera``: baselines start over."""
+        g = small_grey(camera)
+        self._prev, self._key_brightness = g, float(g.mean())
+        self._changes = []
+        self._since_key = 0
+        self._lost = False
+
+    def score(
+        self,
+        camera: np.ndarray,
+        rendered: np.ndarray | None,
+        regions: np.ndarray | None,
+        tracked: bool,
+    ) -> Score:
+        g = small_grey(camera)
+        change = float(np.abs(g - self._prev).mean()) if self._prev is not None else 0.0
+        err = region_err = float("nan")
+        if rendered is not None:
+            diff = np.abs(small_grey(rendered) - g)
+            err = float(diff.mean())
+            if regions is not None:
+                m = small_mask(regions)
+                if m.any():
+                    region_err = float(diff[m].mean())
+        brightness = abs(float(g.mean()) - self._key_brightness)
+        self._prev = g
+        return Score(err, region_err, change, brightness, tracked)
+
+    def check(self, sc: Score) -> str | None:
+        """The reason to send a key frame now, or None."""
+        s = self.s
+        self.last = sc
+        self._since_key += 1
+        reason = None
+        # a cut is a change far above this shot's own motion (fast movers change a lot)
+        if len(self._changes) >= 5:
+            limit = max(s.cut, s.cut_ratio * float(np.median(self._changes[-25:])))
+        else:
+            limit = s.cut_alone
+        if sc.change > limit and not sc.error <= s.cut_error:  # nan: nothing rendered
+            reason = "cut"
+        self._changes.append(sc.change)
+        if not sc.tracked:
+            self._lost = True
+        elif self._lost:
+            reason = reason or "face-found"
+        if reason is None and sc.tracked and self._since_key >= s.min_gap:
+            reason = self._rendering_verdict(sc)
+        if reason:
+            self.counts[reason] = self.counts.get(reason, 0) + 1
+        return reason
+
+    def _rendering_verdict(self, sc: Score) -> str | None:
+        s = self.s
+        if sc.brightness > s.lighting:
+            return "lighting"
+        if sc.error > s.drift:  # nan (nothing rendered) compares False
+            return "drift"
+        if sc.region_error > s.region:
+            return "expression"
+        return None

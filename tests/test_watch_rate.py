@@ -1,0 +1,150 @@
+"""The encoder watches what the decoder will show (cuts, lost faces, lighting) and keeps to a
+target rate. Built from real clips in ../shared/data/faces."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import clip
+
+from gfvc.bitstream import KEY, open_packet
+from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer, encode_frames, stream_report
+from gfvc.control.rate import RateController
+from gfvc.control.watch import Watch, WatchSettings
+from gfvc.keyframe import keyframe_codec
+
+
+def _frames(name: str, n: int) -> list[np.ndarray]:
+    prep = FramePreparer(clip(name), EncodeSettings(frames=n))
+    frames = list(prep)
+    prep.close()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def model():
+    from gfvc.models import model_class
+
+    return model_class("landmark").create()
+
+
+@pytest.fixture(scope="module")
+def two_people():
+    return _frames("lp_d3.mp4", 40), _frames("vr_1.mp4", 40)
+
+
+def _keys(model, frames, **kw):
+    model.reset()
+    enc = Encoder(model, keyframe_codec("svtav1", qp=45), **kw)
+    units = [enc.encode_unit(f) for f in frames]
+    return enc, units
+
+
+def test_cut_to_another_person_sends_a_key_frame_at_once(model, two_people):
+    a, b = two_people
+    enc, units = _keys(model, a + b)
+    cuts = [i for i, reason, _, _ in enc.keys if reason == "cut"]
+    assert cuts and 40 <= cuts[0] <= 42, enc.keys
+    # the decoder shows the second person from there on: its picture is B's, not A warped
+    dec = Decoder(enc.header, type(model).create())
+    out = [dec.decode_unit(u) for u in units]
+    err_b = np.abs(out[cuts[0] + 2].astype(int) - b[cuts[0] + 2 - 40]).mean()
+    err_a = np.abs(out[cuts[0] + 2].astype(int) - a[-1]).mean()
+    assert err_b < err_a / 2, (err_b, err_a)
+
+
+def test_without_the_watch_the_first_person_stays(model, two_people):
+    a, b = two_people
+    enc, units = _keys(model, a + b, watch=False)
+    assert [k[1] for k in enc.keys] == ["start"]
+
+
+def test_face_lost_and_found_refreshes(model, two_people):
+    a, _ = two_people
+    blank = [np.full_like(a[0], 90) for _ in range(12)]
+    enc, _ = _keys(model, a[:30] + blank + a[30:])
+    after = [(i, r) for i, r, _, _ in enc.keys if i >= 42]
+    assert after and after[0][0] <= 44, enc.keys  # within three frames of the face's return
+    assert after[0][1] in ("face-found", "cut")
+
+
+def test_lighting_change_refreshes(model, two_people):
+    a, _ = two_people
+    ramp = [
+        np.clip(f.astype(float) * (1 - 0.02 * max(0, t - 5)), 0, 255).astype(np.uint8)
+        for t, f in enumerate(a)
+    ]
+    enc, _ = _keys(model, ramp)
+    assert "lighting" in [r for _, r, _, _ in enc.keys], enc.keys
+
+
+def test_steady_talking_head_sends_no_extra_key_frames(model):
+    enc, _ = _keys(model, _frames("stk_Obama_clip1.mp4", 150))
+    assert [k[1] for k in enc.keys] == ["start"], enc.keys
+
+
+def test_watch_thresholds_on_synthetic_scores():
+    w = Watch(WatchSettings(min_gap=2))
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    w.key(frame)
+    assert w.check(w.score(frame, frame, None, True)) is None
+    other = np.full((64, 64, 3), 200, np.uint8)
+    assert w.check(w.score(other, frame, None, True)) == "cut"  # change 100 > 35
+    w.key(other)
+    for _ in range(3):
+        assert w.check(w.score(other, other, None, False)) is None  # lost: nothing to do
+    assert w.check(w.score(other, other, None, True)) == "face-found"
+
+
+@pytest.mark.parametrize("kbps", [2, 8, 16])
+def test_kbps_lands_within_ten_percent_on_a_ten_second_clip(model, kbps):
+    frames = _frames("lp_d3.mp4", 250)
+    model.reset()
+    data = encode_frames(frames, EncodeSettings(kbps=kbps), Fraction(25), model=model)
+    got = stream_report(data).kbps
+    assert abs(got / kbps - 1) <= 0.10, got
+
+
+def test_live_encoder_keeps_a_per_second_budget_without_bursts(model):
+    """The streaming API example: 8 kbps, no key frame longer than a second to send."""
+    frames = _frames("dpe_d.mp4", 250)
+    model.reset()
+    enc = Encoder(model, keyframe_codec("svtav1"), kbps=8, burst_s=1.0)
+    dec = Decoder(enc.header.to_bytes(), type(model).create())
+    sizes = []
+    for f in frames:
+        packet = enc.encode_frame(f)  # send it
+        unit, _ = open_packet(packet)
+        sizes.append(8 * len(packet))
+        assert dec.receive(packet).decoded
+        if unit[0] == KEY:
+            assert 8 * len(unit) <= 8000 * 1.0 + 64  # a key frame fits a second of budget
+    per_second = [sum(sizes[i : i + 25]) for i in range(0, 250, 25)]
+    assert max(per_second) <= 8000 * 2, per_second
+    # packets carry 4 bytes more per frame than the file's units (sequence number, CRC-16)
+    assert abs(sum(sizes) / 10 / 8000 - 1) <= 0.15, sum(sizes) / 10
+
+
+def test_rate_controller_sizes_the_key_to_the_budget():
+    rc = RateController(2, 25, (0, 63), expected_frames=250)
+    sizes = {qp: int(40000 * 2 ** (-qp / 10)) for qp in range(64)}
+    plan = rc.choose_key(lambda qp: bytes(sizes[qp] // 8))
+    target = 2000 * 10 - rc.feature_bits * 249
+    assert plan.bits <= target and sizes[plan.qp - 1] > target
+
+
+def test_info_lists_every_reference(model, two_people, tmp_path):
+    from conftest import run_cli
+
+    a, b = two_people
+    model.reset()
+    data = encode_frames(a + b, EncodeSettings(), Fraction(25), model=model)
+    (tmp_path / "x.gfv").write_bytes(data)
+    import json
+
+    refs = json.loads(run_cli("info", tmp_path / "x.gfv", "--json").output)["references"]
+    assert [r["reason"] for r in refs][:2] == ["start", "cut"]
+    assert all(r["picture_bits"] > 0 and r["qp"] == 40 for r in refs)
+    assert "reference at frame" in run_cli("info", tmp_path / "x.gfv").output
