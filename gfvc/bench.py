@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.bitstream import open_packet
 from gfvc.codec import (
     Decoder,
-    Encoder,
     EncodeSettings,
     FramePreparer,
     build_model,
@@ -74,10 +74,11 @@ def run_bench(
         s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
     )
     kf = settings_keyframe(s, model)
-    enc = Encoder(model, kf, qstep=s.qstep, coder=s.coder, deadzone=s.deadzone)
+    enc = make_encoder(s, prep.fps, model=model, frames=n)  # the watch and --kbps included
     t0 = time.perf_counter()
     units = [enc.encode_frame(f) for f in clip]
     t_enc = time.perf_counter() - t0
+    kbps = sum(8 * len(open_packet(u)[0]) for u in units) / n * float(prep.fps) / 1000
 
     model.reset()
     dec = Decoder(enc.header, model)
@@ -121,6 +122,9 @@ def run_bench(
         "encode_fps": round(n / t_enc, 1),
         "decode_fps": round(n / t_dec, 1),
         "duplex_fps": round(n / t_duplex, 1),
+        "kbps": round(kbps, 2),
+        "target_kbps": s.kbps,
+        "key_frames": [list(k[:3]) for k in enc.keys],
         "model": s.model,
         "frames": n,
         "size": s.size,

@@ -460,6 +460,9 @@ def bench(
     checkpoint: Checkpoint = None,
     config: Config = None,
     frames: Annotated[int, typer.Option(min=2, max=100_000, help="Frames to time.")] = 100,
+    kbps: Annotated[
+        float | None, typer.Option(help="Encode with rate control at this target rate.")
+    ] = None,
     device: Device = "cpu",
     as_json: Json = False,
 ) -> None:
@@ -473,6 +476,7 @@ def bench(
             checkpoint=str(checkpoint) if checkpoint else None,
             config=str(config) if config else None,
             device=device,
+            kbps=kbps,
         )
         r = run_bench(input, s, frames=frames)
         if as_json:

@@ -39,7 +39,7 @@ class RateController:
         feature_bits_guess: float = 48.0,
         expected_frames: int | None = None,
         fixed_bits: int = 0,
-        framing_bits: float = 6.0,
+        framing_bits: float = 3.0,
     ) -> None:
         if not 0.1 <= kbps <= 100_000:
             raise ValueError(f"target rate {kbps} kbps outside 0.1..100000")

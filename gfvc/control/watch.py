@@ -47,7 +47,7 @@ def small_mask(mask: np.ndarray) -> np.ndarray:
 class WatchSettings:
     """Trigger thresholds, in 8-bit grey levels on 64x64 pictures.
 
-        Measured on seven real clips at 256x256 (``benchmarks/bench_watch.py``): frame-to-frame
+        Measured on seven real clips at 256x256 (``benchmarks/bench_rate.py``): frame-to-frame
         change stays below 11 without a cut (below 32 on a very fast mover, lp_d12) and jumps above 25
     at one; the rendered picture's error
         stays below 19 (eye/mouth regions below 45 on the most expressive clip) and brightness
