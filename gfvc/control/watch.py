@@ -132,6 +132,7 @@ class Watch:
         if sc.change > limit and not sc.error <= s.cut_error:  # nan: nothing rendered
             reason = "cut"
         self._changes.append(sc.change)
+        del self._changes[:-25]  # only the recent ones count: memory flat on long inputs
         if not sc.tracked:
             self._lost = True
         elif self._lost:
