@@ -112,3 +112,26 @@ def test_face_index_beyond_the_faces_is_one_line(tmp_path, faces):
         run_cli("encode", src, "-o", tmp_path / "o.gfv", "--face", "2", "--model", "toy"),
         "--face 2",
     )
+
+
+def test_frames_are_streamed_through_both_passes(tmp_path, faces, monkeypatch):
+    """Long inputs in flat memory: tracking and cropping pull frames one at a time."""
+    import gfvc.io.video as video
+    from gfvc.codec import EncodeSettings, FramePreparer
+
+    pulled = []
+    real = video.on_time_grid
+
+    def counting(frames, rate):
+        for f in real(frames, rate):
+            pulled.append(1)
+            yield f
+
+    monkeypatch.setattr(video, "on_time_grid", counting)
+    src = write_clip(tmp_path / "s.mp4", pan(faces[:20], W, H, [120] * 20, [60] * 20))
+    prep = FramePreparer(src, EncodeSettings())
+    assert prep.track.frames == 20 and len(pulled) == 20  # the first pass read it all once
+    it = iter(prep)
+    next(it), next(it)
+    assert len(pulled) <= 20 + 3  # the second pass reads as it goes
+    prep.close()
