@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--keep", type=Path, help="keep the generated inputs here (reused)")
+    ap.add_argument(
+        "--steps", nargs="+", default=["encode", "decode"], choices=["encode", "decode"]
+    )
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     gfvc = [sys.executable, "-m", "gfvc"]
@@ -77,6 +80,8 @@ def main() -> None:
             ("encode", [*gfvc, "encode", str(src), "-o", str(gfv), "-q"]),
             ("decode", [*gfvc, "decode", str(gfv), "-o", str(out), "-q"]),
         ):
+            if step not in args.steps:
+                continue
             # each measurement in a fresh interpreter so ru_maxrss is this step's own
             probe = [
                 sys.executable,
