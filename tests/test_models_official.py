@@ -236,6 +236,22 @@ def test_winograd_convolution_matches_direct() -> None:
     assert (conv(x).double() - ref).abs().max().item() < 2e-5 * ref.abs().max().item()
 
 
+def test_fft_convolution_matches_direct() -> None:
+    """FV2V's 7x7x7 mask convolution by tiled FFT equals the direct one to float rounding."""
+    import torch.nn.functional as F
+
+    from gfvc.models.official.fv2v import FftConv3d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 12, 16, 40, 44, generator=gen).relu_()
+    w = torch.randn(5, 12, 7, 7, 7, generator=gen) / (343 * 12) ** 0.5
+    b = torch.randn(5, generator=gen)
+    conv = FftConv3d.of(w, b, depth=16, n=24)
+    assert conv.applies(x) and not conv.applies(torch.zeros(1, 12, 20, 8, 8))
+    ref = F.conv3d(x.double(), w.double(), b.double(), padding=3)
+    assert (conv(x).double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
+
+
 @pytest.mark.parametrize("model", ["FOMM", "CFTE"])
 def test_golden_conformance_with_winograd_everywhere(
     model: str, monkeypatch: pytest.MonkeyPatch
