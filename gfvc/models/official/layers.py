@@ -212,13 +212,19 @@ class ConvNormBlock(Fusable):
         self.conv = _CONV[dims](in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = _NORM[dims](out_features, affine=True)
         self.folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.winograd: Winograd3x3 | None = None
 
     def fuse(self, enabled: bool, channels_last: bool) -> None:
         self.folded = fold_conv_norm(self.conv, self.norm, channels_last) if enabled else None
+        plain3x3 = self.conv.kernel_size == (3, 3) and self.conv.padding == (1, 1)
+        ok = self.folded is not None and plain3x3 and self.conv.stride == (1, 1)
+        self.winograd = Winograd3x3.of(*self.folded) if ok else None
 
     def conv_norm(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded is None:
             return self.norm(self.conv(x))
+        if self.winograd is not None and Winograd3x3.applies(x):
+            return self.winograd(x)
         return self.conv._conv_forward(x, *self.folded)
 
 
