@@ -219,6 +219,53 @@ def test_golden_conformance(model: str) -> None:
     json.dumps(report.to_json())
 
 
+def test_winograd_convolution_matches_direct() -> None:
+    """The Winograd F(4x4, 3x3) form of a wide 3x3 convolution equals the direct one to float
+    rounding (a few 1e-5 relative)."""
+    import torch.nn.functional as F
+
+    from gfvc.models.official.layers import Winograd3x3
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 128, 64, 64, generator=gen).relu_()
+    w = torch.randn(96, 128, 3, 3, generator=gen) / (9 * 128) ** 0.5
+    b = torch.randn(96, generator=gen)
+    conv = Winograd3x3.of(w, b)
+    assert conv.applies(x) and not conv.applies(x[..., :62, :62])
+    ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    assert (conv(x).double() - ref).abs().max().item() < 2e-5 * ref.abs().max().item()
+
+
+def test_fft_convolution_matches_direct() -> None:
+    """FV2V's 7x7x7 mask convolution by tiled FFT equals the direct one to float rounding."""
+    import torch.nn.functional as F
+
+    from gfvc.models.official.fv2v import FftConv3d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 12, 16, 40, 44, generator=gen).relu_()
+    w = torch.randn(5, 12, 7, 7, 7, generator=gen) / (343 * 12) ** 0.5
+    b = torch.randn(5, generator=gen)
+    conv = FftConv3d.of(w, b, depth=16, n=24)
+    assert conv.applies(x) and not conv.applies(torch.zeros(1, 12, 20, 8, 8))
+    ref = F.conv3d(x.double(), w.double(), b.double(), padding=3)
+    assert (conv(x).double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("model", ["FOMM", "CFTE"])
+def test_golden_conformance_with_winograd_everywhere(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The golden networks are too narrow for the Winograd form; forced on, it still conforms."""
+    from gfvc.models.official import layers
+    from gfvc.models.official.conformance import run_conformance
+
+    monkeypatch.setattr(layers, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(layers, "WINOGRAD_MIN_PIXELS", 1)
+    report = run_conformance(_need(GOLDEN / f"{model}.pt"), analysis_frames=[0])
+    assert report.passed, {k: report.max_abs_diff[k] for k in report.failures}
+
+
 def test_conformance_needs_inputs_file(tmp_path: Path) -> None:
     from gfvc.models.official.conformance import run_conformance
 
