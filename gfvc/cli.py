@@ -299,6 +299,7 @@ def info_dict(path: Path) -> dict[str, Any]:
     parsed = parse_stream(data)
     rep = stream_report(data)
     h = parsed.header
+    refs = _references(parsed)
     coder = next(
         (c.name for c in FEATURE_CODERS.values() if c.coder_id == h.coder_id), str(h.coder_id)
     )
@@ -317,13 +318,11 @@ def info_dict(path: Path) -> dict[str, Any]:
         "overhead_bits": rep.overhead_bits,
         "header_bits": 8 * parsed.header_bytes,
         "format_version": h.version,
-        "key_frames": sum(1 for u in parsed.units if u[0] == 0x4B),
+        "key_frames": len(refs),
         # every reference: where, why, at what QP and for how many bits
-        "references": _references(parsed),
+        "references": refs,
         # where decoding can start (gfvc decode --from-key N); version 1 only at the first
-        "key_frame_indices": [
-            i for i, u in enumerate(parsed.units) if u[0] == 0x4B and (h.resets_at_key or not i)
-        ],
+        "key_frame_indices": [r["frame"] for r in refs if h.resets_at_key or not r["frame"]],
         "segments": len(parsed.segments),
         "model": model_name,
         "model_hash": h.model_hash.hex(),

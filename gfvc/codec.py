@@ -46,7 +46,7 @@ from gfvc.bitstream.format import (
     read_key_payload,
     stored_qstep,
 )
-from gfvc.control.rate import RateController
+from gfvc.control.rate import KBPS_RANGE, RateController
 from gfvc.control.watch import REASON, Watch, WatchSettings
 from gfvc.errors import (
     BitstreamError,
@@ -125,15 +125,12 @@ class Encoder(_Closable):
         watch: bool | WatchSettings = True,
         expected_frames: int | None = None,
     ) -> None:
-        if gop is not None and not 1 <= gop <= MAX_GOP:
-            raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {gop}")
+        check_gop(gop)
         self.model = model
         self.keyframe = keyframe
         self.qstep = check_qstep(model.default_qstep if qstep is None else qstep)
         self.coder = feature_coder(coder, model.dim)
-        self.deadzone = float(model.default_deadzone if deadzone is None else deadzone)
-        if not 0.5 <= self.deadzone < 2:
-            raise InputError(f"--deadzone must be in [0.5, 2) quantization steps, got {deadzone}")
+        self.deadzone = check_deadzone(model.default_deadzone if deadzone is None else deadzone)
         if not 1 <= segment_units <= 255:
             raise InputError(f"segment size must be 1..255 units, got {segment_units}")
         self.gop = gop
@@ -164,7 +161,6 @@ class Encoder(_Closable):
             segment_units=segment_units,
         )
         self.frame_index = 0
-        self.key_frames = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent
         self.keys: list[tuple[int, str, int, int]] = []
         self._since_key = 0
@@ -203,7 +199,6 @@ class Encoder(_Closable):
             self.coder.reset()
             self._refresh = False
             self._since_key = 0
-            self.key_frames += 1
             if self.watch is not None:
                 self.watch.key(frame)
             if self.rate is not None:
@@ -300,8 +295,7 @@ def _rate_controller(
     frames: int | None,
     dim: int,
 ) -> RateController:
-    if not 0.1 <= kbps <= 100_000:
-        raise InputError(f"--kbps must be in 0.1..100000, got {kbps}")
+    check_kbps(kbps)
     if burst_s is not None and not 0.05 <= burst_s <= 600:
         raise InputError(f"burst_s must be in 0.05..600 seconds, got {burst_s}")
     if keyframe.qp_range is None:
@@ -495,6 +489,24 @@ def check_qstep(qstep: float) -> float:
     return stored_qstep(q)
 
 
+def check_gop(gop: int | None) -> None:
+    if gop is not None and not 1 <= gop <= MAX_GOP:
+        raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {gop}")
+
+
+def check_deadzone(deadzone: float) -> float:
+    if not 0.5 <= deadzone < 2:
+        raise InputError(f"--deadzone must be in [0.5, 2) quantization steps, got {deadzone}")
+    return float(deadzone)
+
+
+def check_kbps(kbps: float) -> float:
+    lo, hi = KBPS_RANGE
+    if not lo <= kbps <= hi:
+        raise InputError(f"--kbps must be in {lo:g}..{hi:g}, got {kbps}")
+    return float(kbps)
+
+
 def check_device(device: str) -> str:
     """A torch device this machine has: cpu, cuda or cuda:N (mps where present)."""
     import torch
@@ -566,15 +578,12 @@ class EncodeSettings:
             self.qstep = check_qstep(self.qstep)
         if self.fps is not None:
             self.fps = check_fps(self.fps)
-        if self.gop is not None and not 1 <= self.gop <= MAX_GOP:
-            raise InputError(f"--gop must be in 1..{MAX_GOP} frames, got {self.gop}")
-        if self.deadzone is not None and not 0.5 <= self.deadzone < 2:
-            raise InputError(
-                f"--deadzone must be in [0.5, 2) quantization steps, got {self.deadzone}"
-            )
+        check_gop(self.gop)
+        if self.deadzone is not None:
+            check_deadzone(self.deadzone)
         check_device(self.device)
-        if self.kbps is not None and not 0.1 <= self.kbps <= 100_000:
-            raise InputError(f"--kbps must be in 0.1..100000, got {self.kbps}")
+        if self.kbps is not None:
+            check_kbps(self.kbps)
         if self.kbps is not None and self.qp is not None:
             raise InputError("--kbps chooses the key-frame QP itself: drop --qp")
         if self.coder not in FEATURE_CODERS:

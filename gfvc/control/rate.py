@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+KBPS_RANGE = (0.1, 100_000.0)
+
 
 @dataclass
 class RatePlan:
@@ -41,8 +43,8 @@ class RateController:
         fixed_bits: int = 0,
         framing_bits: float = 3.0,
     ) -> None:
-        if not 0.1 <= kbps <= 100_000:
-            raise ValueError(f"target rate {kbps} kbps outside 0.1..100000")
+        if not KBPS_RANGE[0] <= kbps <= KBPS_RANGE[1]:
+            raise ValueError(f"target rate {kbps} kbps outside {KBPS_RANGE}")
         self.rate = kbps * 1000.0
         self.fps = fps
         self.lo, self.hi = qp_range
