@@ -206,6 +206,19 @@ def encode(
             help="Never add key frames on cuts, lost faces, lighting or expression changes.",
         ),
     ] = False,
+    base_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Enhancement layer at a fixed QP: base picture side, 64 or 128 (with --base-qp; --kbps chooses it itself)."
+        ),
+    ] = None,
+    base_qp: Annotated[
+        int | None, typer.Option(help="Enhancement layer at a fixed QP: the base's x265 QP.")
+    ] = None,
+    no_base: Annotated[
+        bool,
+        typer.Option("--no-base", help="With --kbps: the generative layer only, at every rate."),
+    ] = False,
     device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
@@ -234,13 +247,17 @@ def encode(
             fps=check_fps(fps) if fps else None,
             kbps=kbps,
             watch=not no_watch,
+            base_size=base_size,
+            base_qp=base_qp,
+            base_layer=not no_base,
         )
         with _progress(frames, quiet, "encode") as tick:
             rep = encode_file(input, output, settings, progress=tick)
         if not quiet:
+            enh = f", enhancement {rep.enhancement_bits} b" if rep.enhancement_bits else ""
             typer.echo(
                 f"{output}: {rep.frames} frames, {rep.kbps:.2f} kbps "
-                f"(key frame {rep.keyframe_bits} b, features {rep.feature_bits} b, overhead {rep.overhead_bits} b)"
+                f"(key frame {rep.keyframe_bits} b, features {rep.feature_bits} b{enh}, overhead {rep.overhead_bits} b)"
             )
 
     _run(body)
@@ -289,7 +306,7 @@ def decode(
 
 def info_dict(path: Path) -> dict[str, Any]:
     from gfvc.bitstream import parse_stream
-    from gfvc.bitstream.extension import no_face_spans
+    from gfvc.bitstream.extension import enhancement_info, no_face_spans
     from gfvc.codec import read_stream, stream_report
     from gfvc.features.entropy import FEATURE_CODERS
     from gfvc.keyframe import keyframe_codec_class_by_id
@@ -300,6 +317,7 @@ def info_dict(path: Path) -> dict[str, Any]:
     rep = stream_report(data)
     h = parsed.header
     refs = _references(parsed)
+    enh = enhancement_info(h)
     coder = next(
         (c.name for c in FEATURE_CODERS.values() if c.coder_id == h.coder_id), str(h.coder_id)
     )
@@ -316,6 +334,9 @@ def info_dict(path: Path) -> dict[str, Any]:
         "keyframe_bits": rep.keyframe_bits,
         "feature_bits": rep.feature_bits,
         "overhead_bits": rep.overhead_bits,
+        # the enhancement layer's base pictures (0 without the layer)
+        "enhancement_bits": rep.enhancement_bits,
+        "enhancement": None if enh is None else {"codec": "hevc", "base_size": enh.size},
         "header_bits": 8 * parsed.header_bytes,
         "format_version": h.version,
         "key_frames": len(refs),
@@ -361,7 +382,13 @@ def info(
             f"  total          {d['total_bits']:>9} bits  {d['kbps']:.3f} kbps\n"
             f"  key frame      {d['keyframe_bits']:>9} bits\n"
             f"  features       {d['feature_bits']:>9} bits  ({d['feature_bits'] / per:.1f} per inter frame)\n"
-            f"  overhead       {d['overhead_bits']:>9} bits  ({d['overhead_bits'] / per:.2f} per inter frame; "
+            + (
+                f"  enhancement    {d['enhancement_bits']:>9} bits  ({100 * d['enhancement_bits'] / d['total_bits']:.0f} % of the total; "
+                f"HEVC base layer {d['enhancement']['base_size']}x{d['enhancement']['base_size']})\n"
+                if d["enhancement"]
+                else ""
+            )
+            + f"  overhead       {d['overhead_bits']:>9} bits  ({d['overhead_bits'] / per:.2f} per inter frame; "
             f"header {d['header_bits']}, {d['segments']} segments)"
         )
         for r in d["references"]:
@@ -382,7 +409,7 @@ def _references(parsed: Any) -> list[dict[str, Any]]:
     out = []
     for i, u in enumerate(parsed.units):
         if u[0] == KEY:
-            k = read_key_payload(u[1:], parsed.header.version)
+            k = read_key_payload(u[1:], parsed.header.version, parsed.header.enhanced)
             qp = None if k.info.qp == 255 else k.info.qp
             out.append(
                 {
@@ -768,6 +795,13 @@ def export_cmd(
                 f"{output}: {rep.frames} frames, SEI {rep.sei_bits_per_frame:.1f} bits/frame "
                 f"(native .gfv features {rep.native_feature_bits_per_frame:.1f} bits/frame)"
             )
+            if rep.dropped_enhancement_bits:
+                typer.echo(
+                    f"note: the enhancement layer ({rep.dropped_enhancement_bits} bits) is not "
+                    "carried by GFV SEI and was dropped; the exported stream decodes to the "
+                    "generative layer alone",
+                    err=True,
+                )
 
     _run(body)
 

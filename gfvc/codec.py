@@ -18,6 +18,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,18 +37,34 @@ from gfvc.bitstream import (
     parse_stream,
     unit_type,
 )
-from gfvc.bitstream.extension import with_no_face_spans
+from gfvc.bitstream.extension import (
+    EnhancementInfo,
+    enhancement_info,
+    with_enhancement,
+    with_no_face_spans,
+)
 from gfvc.bitstream.format import (
     FPS_RANGE,
     KEY_PACKET,
+    PACKET_HEADER,
     QP_UNKNOWN,
     QSTEP_RANGE,
     KeyInfo,
+    join_enhancement,
     read_key_payload,
+    split_enhancement,
     stored_qstep,
 )
 from gfvc.control.rate import KBPS_RANGE, RateController
 from gfvc.control.watch import REASON, Watch, WatchSettings
+from gfvc.enhance import (
+    BaseLayerEncoder,
+    BaseLayerSettings,
+    EnhancementDecoder,
+    LayerPlan,
+    load_fuser,
+    plan_layers,
+)
 from gfvc.errors import (
     BitstreamError,
     CheckpointError,
@@ -124,6 +141,7 @@ class Encoder(_Closable):
         burst_s: float | None = None,
         watch: bool | WatchSettings = True,
         expected_frames: int | None = None,
+        base_layer: BaseLayerSettings | bool | None = None,
     ) -> None:
         check_gop(gop)
         self.model = model
@@ -135,11 +153,21 @@ class Encoder(_Closable):
             raise InputError(f"segment size must be 1..255 units, got {segment_units}")
         self.gop = gop
         fps = check_fps(fps)
+        self.plan, base = _layer_plan(model, kbps, base_layer)
         self.rate = (
             None
             if kbps is None
             else _rate_controller(kbps, fps, keyframe, burst_s, expected_frames, model.dim)
         )
+        if self.rate is not None and self.plan.base_kbps:
+            self.rate.base_bits = 1000 * self.plan.base_kbps / float(fps)
+        self._base = (
+            None
+            if base is None
+            else BaseLayerEncoder(base.size, qp=base.qp, kbps=base.kbps, fps=float(fps))
+        )
+        #: bits of the enhancement layer sent so far
+        self.enhancement_bits = 0
         if self.rate is not None:
             self.rate.deadzone = self.deadzone
         self.watch = None
@@ -160,6 +188,8 @@ class Encoder(_Closable):
             feature_dim=model.dim,
             segment_units=segment_units,
         )
+        if base is not None:
+            self.header = with_enhancement(self.header, EnhancementInfo(base.size, load_fuser()[1]))
         self.frame_index = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent
         self.keys: list[tuple[int, str, int, int]] = []
@@ -179,7 +209,10 @@ class Encoder(_Closable):
 
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
-        return pack_packet(self.encode_unit(frame), self.frame_index - 1)
+        packet = pack_packet(self.encode_unit(frame), self.frame_index - 1)
+        if self.rate is not None:  # the packet's sequence number and CRC count too
+            self.rate.spend(8 * PACKET_HEADER - 8)
+        return packet
 
     def encode_unit(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it."""
@@ -202,19 +235,33 @@ class Encoder(_Closable):
             if self.watch is not None:
                 self.watch.key(frame)
             if self.rate is not None:
-                self.rate.after_key(8 * (len(unit) - 1))
+                self.rate.after_base(8 * self._last_chunk)
+                self.rate.after_key(8 * (len(unit) - 1 - self._last_chunk))
         else:
             assert self._predictor is not None and q is not None
-            unit = bytes([FEATURE]) + self.coder.encode(q, commit=False)
+            coded = self.coder.encode(q, commit=False)
+            unit = bytes([FEATURE]) + self._base_chunk(frame) + coded
             self._predictor.update(q)
             self.coder.update(q)
             if self.rate is not None:
-                self.rate.after_feature(8 * (len(unit) - 1))
+                self.rate.after_base(8 * self._last_chunk)
+                self.rate.after_feature(8 * (len(unit) - 1 - self._last_chunk))
         self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())
         return unit
+
+    _last_chunk = 0  # bytes of the enhancement layer in the unit just made
+
+    def _base_chunk(self, frame: np.ndarray, key: bool = False) -> bytes:
+        """This frame's enhancement-layer chunk, length first (empty without the layer)."""
+        if self._base is None:
+            return b""
+        chunk = join_enhancement(self._base.encode(frame, restart=key), b"")
+        self._last_chunk = len(chunk)
+        self.enhancement_bits += 8 * len(chunk)
+        return chunk
 
     def _scheduled_key(self) -> str | None:
         """Why this frame must be a key frame whatever it shows, or None."""
@@ -247,6 +294,7 @@ class Encoder(_Closable):
     ) -> tuple[bytes, ClosedLoopPredictor, tuple[np.ndarray, np.ndarray]]:
         self.model.reset()  # trackers and filters forget the frames before the key
         size = self.model.size
+        chunk = self._base_chunk(frame, key=True)  # the base layer restarts (IDR)
         if self.model.send_key_feature:
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
@@ -254,11 +302,11 @@ class Encoder(_Closable):
             feature = encode_ints_eg(ints)
             key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
             side = self.model.key_side_info(key_feature)
-            picture, qp = self._key_picture(frame, 8 * (len(feature) + len(side) + 8))
+            picture, qp = self._key_picture(frame, 8 * (len(feature) + len(side) + len(chunk) + 8))
             decoded = None
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
-            picture, qp = self._key_picture(frame, 0)
+            picture, qp = self._key_picture(frame, 8 * len(chunk))
             decoded = self.keyframe.decode(picture, size, size)
             predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(decoded), self.qstep)
             feature = b""
@@ -272,6 +320,8 @@ class Encoder(_Closable):
         info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN))
         self.keys.append((self.frame_index, reason, qp, 8 * len(picture)))
         unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info)
+        if chunk:  # the base layer's IDR picture follows the two info bytes
+            unit = unit[:3] + chunk + unit[3:]
         return unit, predictor, (decoded, key_feature)  # type: ignore[return-value]
 
     def _key_picture(self, frame: np.ndarray, other_bits: int) -> tuple[bytes, int]:
@@ -285,6 +335,26 @@ class Encoder(_Closable):
     def _keyframe_at(self, qp: int) -> KeyframeCodec:
         kf = self.keyframe
         return type(kf)(qp=qp, fmt=kf.fmt, **kf.options)
+
+
+def _layer_plan(
+    model: MotionModel, kbps: float | None, base_layer: BaseLayerSettings | bool | None
+) -> tuple[LayerPlan, BaseLayerSettings | None]:
+    """How ``kbps`` splits between the generative layer and the base layer, and the base
+    layer's settings (None: no base layer). ``base_layer``: explicit settings, False for
+    the generative layer only, None to let the rate decide (models trained for fusion)."""
+    if isinstance(base_layer, BaseLayerSettings):
+        if not model.fusion_ready:
+            raise InputError(f"the {model.name} model has no enhancement layer (landmark has)")
+        if kbps is not None:
+            raise InputError("--kbps plans the base layer itself: drop --base-size/--base-qp")
+        return LayerPlan(0.0, base_layer.size), base_layer
+    if kbps is None or base_layer is False or not model.fusion_ready:
+        return LayerPlan(kbps or 0.0), None
+    plan = plan_layers(kbps)
+    if plan.base_size is None:
+        return plan, None
+    return plan, BaseLayerSettings(plan.base_size, kbps=plan.base_kbps)
 
 
 def _rate_controller(
@@ -370,6 +440,7 @@ class Decoder(_Closable):
         except GfvcError as e:  # out-of-range QP, unknown codec id, format it cannot code
             raise BitstreamError(f"corrupt bitstream header ({e})") from None
         self.coder = feature_coder_by_id(header.coder_id, model.dim)
+        self.enhancement = _enhancement_decoder(header, model)
         self._predictor: ClosedLoopPredictor | None = None
         self._key_frame: np.ndarray | None = None
         self._key_feature: np.ndarray | None = None
@@ -423,16 +494,23 @@ class Decoder(_Closable):
 
     def _decode_feature(self, payload: bytes) -> np.ndarray:
         assert self._predictor is not None
+        chunk = None
+        if self.enhancement is not None:
+            chunk, payload = split_enhancement(payload, "feature unit")
         q = self.coder.decode(payload, commit=False)
         feature = check_feature(self._predictor.peek(q), self.model, "feature unit")
-        frame = self._synthesize(self._key_frame, self._key_feature, feature)
+        if chunk is None:
+            frame = self._synthesize(self._key_frame, self._key_feature, feature)
+        else:  # the base picture decodes last: it is the one step that changes state
+            warped = self._render(self.model.preview, feature)[0]
+            frame = self.enhancement.frame(chunk, warped)
         self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
         self._predictor.update(q)
         return frame
 
     def _decode_key(self, payload: bytes) -> np.ndarray:
         size = self.model.size
-        key = read_key_payload(payload, self.header.version)
+        key = read_key_payload(payload, self.header.version, self.header.enhanced)
         picture, feature, side = key.picture, key.feature, key.side
         frame = self.keyframe.decode(picture, size, size)
         if frame.shape != (size, size, 3):
@@ -446,7 +524,9 @@ class Decoder(_Closable):
                 raise BitstreamError("key-frame unit carries unexpected feature bytes")
             predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(frame), qstep)
         key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
-        self.model.load_key_side_info(side, key_feature)  # last step that may fail
+        self.model.load_key_side_info(side, key_feature)
+        if self.enhancement is not None:  # the base stream restarts (last step that may fail)
+            self.enhancement.key(key.enhancement)
         # commit: everything adaptive starts over at a key frame
         self.model.reset()
         if self.header.resets_at_key:
@@ -457,12 +537,34 @@ class Decoder(_Closable):
         return frame
 
     def _synthesize(self, key_frame, key_feature, feature) -> np.ndarray:
+        return self._render(self.model.synthesize, feature)
+
+    def _render(self, how: Callable, feature: np.ndarray) -> Any:
+        """``how(key frame, key feature, feature)``; a unit the model cannot render (a
+        degenerate warp) is corrupt."""
         try:
-            return self.model.synthesize(key_frame, key_feature, feature)
+            return how(self._key_frame, self._key_feature, feature)
         except (np.linalg.LinAlgError, FloatingPointError, OverflowError) as e:
             raise BitstreamError(
                 f"corrupt feature unit: the {self.model.name} model cannot render it ({e})"
             ) from None
+
+
+def _enhancement_decoder(header: StreamHeader, model: MotionModel) -> EnhancementDecoder | None:
+    """The decoder of a stream's enhancement layer (None without one); refuses fusion
+    weights other than the encoder's."""
+    info = enhancement_info(header)
+    if info is None:
+        return None
+    if not model.fusion_ready:
+        raise BitstreamError(f"the {model.name} model has no enhancement layer")
+    dec = EnhancementDecoder(info.size)
+    if dec.fusion_hash != info.fusion_hash:
+        raise CheckpointError(
+            "the enhancement layer's fusion weights here differ from the encoder's: "
+            "decode with the gfvc release that coded the stream"
+        )
+    return dec
 
 
 def check_feature(feature: np.ndarray, model: MotionModel, what: str) -> np.ndarray:
@@ -572,6 +674,9 @@ class EncodeSettings:
     fps: Fraction | None = None  # override, mainly for raw input
     kbps: float | None = None  # target rate (None: fixed key-frame QP)
     watch: bool = True  # new key frames when the receiver's rendering cannot serve
+    base_size: int | None = None  # enhancement layer at a fixed QP: base picture side
+    base_qp: int | None = None  # ... and its x265 QP
+    base_layer: bool = True  # False: --kbps keeps to the generative layer at every rate
 
     def __post_init__(self) -> None:
         if self.qstep is not None:
@@ -586,6 +691,10 @@ class EncodeSettings:
             check_kbps(self.kbps)
         if self.kbps is not None and self.qp is not None:
             raise InputError("--kbps chooses the key-frame QP itself: drop --qp")
+        if (self.base_size is None) != (self.base_qp is None):
+            raise InputError("a fixed-QP base layer needs both --base-size and --base-qp")
+        if self.base_size is not None and self.kbps is not None:
+            raise InputError("--kbps plans the base layer itself: drop --base-size/--base-qp")
         if self.coder not in FEATURE_CODERS:
             raise InputError(
                 f"unknown feature coder {self.coder!r}; choose one of: {', '.join(FEATURE_CODERS)}"
@@ -608,6 +717,7 @@ class EncodeReport:
     keyframe_bits: int
     feature_bits: int
     overhead_bits: int
+    enhancement_bits: int = 0  # the enhancement layer's base pictures
 
     @property
     def kbps(self) -> float:
@@ -751,7 +861,15 @@ def make_encoder(
         kbps=s.kbps,
         watch=s.watch,
         expected_frames=frames,
+        base_layer=settings_base_layer(s),
     )
+
+
+def settings_base_layer(s: EncodeSettings) -> BaseLayerSettings | bool | None:
+    """The ``base_layer`` argument of ``Encoder`` that ``s`` describes."""
+    if s.base_size is not None:
+        return BaseLayerSettings(s.base_size, qp=s.base_qp)
+    return None if s.base_layer else False
 
 
 def settings_keyframe(s: EncodeSettings, model: MotionModel) -> KeyframeCodec:
@@ -811,12 +929,18 @@ def encode_file(
 def stream_report(data: bytes) -> EncodeReport:
     """Where every bit of a .gfv file goes (verifies the whole file on the way)."""
     parsed = parse_stream(data)
-    key_bits = feat_bits = 0
+    key_bits = feat_bits = enh_bits = 0
+    enhanced = parsed.header.enhanced
     for unit in parsed.units:
         if unit[0] == KEY:
-            key = read_key_payload(unit[1:], parsed.header.version)
+            key = read_key_payload(unit[1:], parsed.header.version, enhanced)
             key_bits += 8 * len(key.picture)
             feat_bits += 8 * (len(key.feature) + len(key.side))
+            enh_bits += 8 * len(key.enhancement)
+        elif enhanced:
+            chunk, rest = split_enhancement(unit[1:], "feature unit")
+            feat_bits += 8 * len(rest)
+            enh_bits += 8 * len(chunk)
         else:
             feat_bits += 8 * (len(unit) - 1)
     total = 8 * len(data)
@@ -826,7 +950,8 @@ def stream_report(data: bytes) -> EncodeReport:
         total_bits=total,
         keyframe_bits=key_bits,
         feature_bits=feat_bits,
-        overhead_bits=total - key_bits - feat_bits,
+        overhead_bits=total - key_bits - feat_bits - enh_bits,
+        enhancement_bits=enh_bits,
     )
 
 

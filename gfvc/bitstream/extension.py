@@ -8,7 +8,7 @@ camera showed none: the person turned away or left): pairs ``gap:varint length:v
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gfvc.bitstream.format import MAX_EXTENSION, StreamHeader, _read_varint, _varint
 from gfvc.errors import BitstreamError
@@ -67,3 +67,45 @@ def no_face_spans(header: StreamHeader) -> list[tuple[int, int]]:
         spans.append((prev + gap, prev + gap + length))
         prev += gap + length
     return spans
+
+
+TAG_ENHANCEMENT = 2
+ENHANCEMENT_HEVC = 1  # the only base-layer codec so far
+
+
+@dataclass(frozen=True)
+class EnhancementInfo:
+    """Extension tag 2 (required when header flag bit 1 is set): the base layer's codec and
+    picture size, and the first 8 bytes of the fusion network weights' SHA-256."""
+
+    size: int
+    fusion_hash: bytes
+    codec: int = ENHANCEMENT_HEVC
+
+    def to_bytes(self) -> bytes:
+        return bytes([self.codec]) + self.size.to_bytes(2, "big") + self.fusion_hash
+
+
+def with_enhancement(header: StreamHeader, info: EnhancementInfo) -> StreamHeader:
+    entries = parse_entries(header.extension)
+    entries[TAG_ENHANCEMENT] = info.to_bytes()
+    return replace(header, extension=pack_entries(entries), enhanced=True)
+
+
+def without_enhancement(header: StreamHeader) -> StreamHeader:
+    """``header`` for the same stream with its enhancement layer dropped."""
+    if not header.enhanced:
+        return header
+    entries = parse_entries(header.extension)
+    entries.pop(TAG_ENHANCEMENT, None)
+    return replace(header, extension=pack_entries(entries), enhanced=False)
+
+
+def enhancement_info(header: StreamHeader) -> EnhancementInfo | None:
+    """The enhancement layer's settings, None for a stream without the layer."""
+    if not header.enhanced:
+        return None
+    value = parse_entries(header.extension).get(TAG_ENHANCEMENT)
+    if value is None or len(value) != 11 or value[0] != ENHANCEMENT_HEVC:
+        raise BitstreamError("corrupt bitstream header (enhancement layer settings missing)")
+    return EnhancementInfo(int.from_bytes(value[1:3], "big"), bytes(value[3:]), value[0])

@@ -32,7 +32,7 @@ from gfvc.bits import BitReader, BitWriter, unzigzag, zigzag
 from gfvc.errors import BitstreamError
 
 MAGIC = b"GFVC"
-VERSION = 2  # 2: the feature coder's statistics reset at every key unit (random access)
+VERSION = 3  # 2: coder statistics reset at every key unit; 3: the enhancement layer (flag bit 1)
 MIN_VERSION = 1
 SEGMENT = 0x53  # "S"
 END = 0x45  # "E"
@@ -51,6 +51,7 @@ MAX_FEATURE_DIM = 4096
 
 KEYFRAME_FORMATS = {"yuv420": 0, "rgb444": 1}
 FLAG_KEY_FEATURE_SENT = 1
+FLAG_ENHANCEMENT = 2  # units carry an enhancement-layer chunk (version 3; extension tag 2)
 
 _HEADER_FIELDS = struct.Struct(">B8sHHHHfBBBBBHB")
 MAX_EXTENSION = 255 - _HEADER_FIELDS.size - 1  # the body length is one byte: 225
@@ -75,6 +76,7 @@ class StreamHeader:
     segment_units: int = 128
     extension: bytes = b""  # model-specific, up to MAX_EXTENSION (225) bytes
     version: int = VERSION  # format version the stream was written in
+    enhanced: bool = False  # units carry an enhancement-layer chunk (its settings: tag 2)
 
     @property
     def resets_at_key(self) -> bool:
@@ -94,7 +96,9 @@ class StreamHeader:
         problem = header_problem(self.width, self.height, fps, self.qstep, self.feature_dim)
         if problem:
             raise ValueError(problem)
-        flags = FLAG_KEY_FEATURE_SENT if self.key_feature_sent else 0
+        flags = (FLAG_KEY_FEATURE_SENT if self.key_feature_sent else 0) | (
+            FLAG_ENHANCEMENT if self.enhanced else 0
+        )
         body = _HEADER_FIELDS.pack(
             self.model_id,
             self.model_hash,
@@ -147,7 +151,8 @@ class StreamHeader:
         formats = {v: k for k, v in KEYFRAME_FORMATS.items()}
         if f[9] not in formats or f[5] == 0 or f[4] == 0 or f[13] == 0:
             raise BitstreamError("corrupt bitstream header (invalid field values)")
-        if f[11] & ~FLAG_KEY_FEATURE_SENT:
+        known = FLAG_KEY_FEATURE_SENT | (FLAG_ENHANCEMENT if version >= 3 else 0)
+        if f[11] & ~known:
             raise BitstreamError(f"corrupt bitstream header (unknown flags 0x{f[11]:02x})")
         problem = header_problem(f[2], f[3], Fraction(f[4], f[5]), f[6], f[12])
         if problem:
@@ -168,6 +173,7 @@ class StreamHeader:
             segment_units=f[13],
             extension=bytes(ext),
             version=version,
+            enhanced=bool(f[11] & FLAG_ENHANCEMENT),
         )
         return header, n + 4
 
@@ -226,26 +232,50 @@ class KeyUnit:
     picture: bytes
     feature: bytes
     side: bytes
+    enhancement: bytes = b""  # the enhancement layer's chunk (streams with flag bit 1)
 
 
 def pack_key_payload(
-    keyframe: bytes, key_feature: bytes, side: bytes = b"", info: KeyInfo | None = None
+    keyframe: bytes,
+    key_feature: bytes,
+    side: bytes = b"",
+    info: KeyInfo | None = None,
+    enhancement: bytes | None = None,
 ) -> bytes:
-    """Key unit payload: [reason u8, qp u8 (version 2)], the key-frame picture, the key
-    feature and model side information, the middle two with varint lengths (the side
-    information runs to the end)."""
+    """Key unit payload: [reason u8, qp u8 (version >= 2)], [the enhancement chunk (streams
+    with the layer)], the key-frame picture, the key feature and model side information, all
+    but the last with varint lengths (the side information runs to the end)."""
     head = b"" if info is None else bytes([info.reason, info.qp])
+    if enhancement is not None:
+        head += join_enhancement(enhancement, b"")
     return head + _varint(len(keyframe)) + keyframe + _varint(len(key_feature)) + key_feature + side
 
 
-def read_key_payload(payload: bytes, version: int = VERSION) -> KeyUnit:
+def join_enhancement(chunk: bytes, rest: bytes) -> bytes:
+    """``rest`` preceded by the enhancement chunk, length first (a feature unit's payload
+    starts so; a key unit's follows its two info bytes)."""
+    return _varint(len(chunk)) + chunk + rest
+
+
+def split_enhancement(payload: bytes, what: str) -> tuple[bytes, bytes]:
+    """(enhancement chunk, the rest of the payload)."""
+    n, at = _read_varint(payload, 0, what)
+    if at + n > len(payload):
+        raise BitstreamError(f"truncated {what} (enhancement layer)")
+    return payload[at : at + n], payload[at + n :]
+
+
+def read_key_payload(payload: bytes, version: int = VERSION, enhanced: bool = False) -> KeyUnit:
     """Split a key unit payload of a stream in format ``version``."""
     info = KeyInfo()
     if version >= 2:
         if len(payload) < 2:
             raise BitstreamError("truncated key-frame unit")
         info, payload = KeyInfo(payload[0], payload[1]), payload[2:]
-    return KeyUnit(info, *unpack_key_payload(payload))
+    chunk = b""
+    if enhanced:
+        chunk, payload = split_enhancement(payload, "key-frame unit")
+    return KeyUnit(info, *unpack_key_payload(payload), enhancement=chunk)
 
 
 def unpack_key_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:

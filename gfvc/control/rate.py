@@ -42,6 +42,7 @@ class RateController:
         expected_frames: int | None = None,
         fixed_bits: int = 0,
         framing_bits: float = 3.0,
+        base_bits_guess: float = 0.0,
     ) -> None:
         if not KBPS_RANGE[0] <= kbps <= KBPS_RANGE[1]:
             raise ValueError(f"target rate {kbps} kbps outside {KBPS_RANGE}")
@@ -56,6 +57,9 @@ class RateController:
         self.spent = float(fixed_bits)  # header and end marker
         self.framing = framing_bits  # segment framing per unit (length table, CRCs)
         self.feature_bits = feature_bits_guess  # running estimate per inter frame
+        # the enhancement layer's bits per frame (running estimate): x265 keeps its own rate,
+        # so the key frames absorb its error
+        self.base_bits = base_bits_guess
         self.period_frames = int(round(max_period_s * fps))
         self._since_key = 0
         self._last_qp: int | None = None
@@ -76,7 +80,7 @@ class RateController:
     def key_target(self) -> float:
         """Bits the next key frame may use."""
         h = self._horizon()
-        target = self.budget_until(h) - self.feature_bits * (h - 1)
+        target = self.budget_until(h) - (self.feature_bits + self.base_bits) * (h - 1)
         return max(min(target, self.burst_cap), 0.0)
 
     @property
@@ -130,7 +134,7 @@ class RateController:
     def _plan_period(self, bits: int) -> None:
         """The key frame cannot absorb the budget (quality floor reached, or capped so a call
         does not stall): refresh more often, so the key frames spend what features leave."""
-        spare = self.rate / self.fps - self.feature_bits  # bits per frame left for key frames
+        spare = self.rate / self.fps - self.feature_bits - self.base_bits  # left for key frames
         if spare <= 0:
             return
         frames = int(bits / spare)
@@ -142,6 +146,15 @@ class RateController:
         self.frames += 1
         self._since_key = 0
 
+    def spend(self, bits: int) -> None:
+        """Bits spent outside the units (a live packet's sequence number and CRC)."""
+        self.spent += bits
+
+    def after_base(self, bits: int) -> None:
+        """An enhancement-layer picture of ``bits`` (counted with its unit, before it)."""
+        self.spent += bits
+        self.base_bits += 0.05 * (bits - self.base_bits)
+
     def after_feature(self, bits: int) -> None:
         bits += self.framing
         self.spent += bits
@@ -151,7 +164,7 @@ class RateController:
         # features follow the budget: compare the spend with the line until the next key
         left = self.period_frames - self._since_key
         if left > 0:
-            allowed = self.budget_until(left) / left
+            allowed = self.budget_until(left) / left - self.base_bits
             if self.feature_bits > 1.05 * allowed:
                 self.deadzone = min(1.9, self.deadzone + 0.05)
             elif self.feature_bits < 0.9 * allowed:

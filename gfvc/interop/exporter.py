@@ -15,7 +15,8 @@ from typing import Literal
 import numpy as np
 
 from gfvc.bitstream import KeyInfo, StreamHeader, parse_stream, read_key_payload
-from gfvc.bitstream.format import KEY
+from gfvc.bitstream.extension import without_enhancement
+from gfvc.bitstream.format import KEY, split_enhancement
 from gfvc.bitstream.nal import Codec, SeiMessage, sei_nal_unit
 from gfvc.bitstream.sei import (
     PAYLOAD_GFV,
@@ -70,7 +71,7 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
         if unit[0] == KEY:
             if h.resets_at_key:
                 coder.reset()
-            key = read_key_payload(unit[1:], h.version)
+            key = read_key_payload(unit[1:], h.version, h.enhanced)
             picture, feature, side = key.picture, key.feature, key.side
             if h.key_feature_sent:
                 acc = decode_ints_eg(feature, h.feature_dim, "key-frame feature")
@@ -82,7 +83,10 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
         else:
             if acc is None:
                 raise BitstreamError("feature unit before any key-frame unit")
-            acc = acc + coder.decode(unit[1:])
+            payload = unit[1:]
+            if h.enhanced:  # the SEI form has no place for the base layer: dropped
+                payload = split_enhancement(payload, "feature unit")[1]
+            acc = acc + coder.decode(payload)
         groups[-1].acc.append(np.asarray(acc, dtype=np.int64).copy())
     return h, groups
 
@@ -107,6 +111,8 @@ class ExportReport:
     metadata_bits: int  # the NN tag URI and URI strings (once per key picture)
     native_feature_bits: int  # the .gfv's feature bits (key features included)
     native_overhead_bits: int  # .gfv header, segment tables, CRCs, end marker
+    #: the .gfv's enhancement layer, which the SEI form cannot carry (decoded without it)
+    dropped_enhancement_bits: int = 0
 
     @property
     def sei_bits_per_frame(self) -> float:
@@ -178,7 +184,7 @@ def gfv_to_annexb(
     elif anchor == "absolute" and model is None:
         raise InputError("exporting absolute features needs the model (its key-frame analysis)")
     reencoded = h.keyframe_codec_id != KEYFRAME_CODEC_IDS[codec]
-    out_header = h
+    out_header = without_enhancement(h)  # SEI carries the generative layer only
     if reencoded:
         pics = []
         for g in groups:
@@ -187,7 +193,10 @@ def gfv_to_annexb(
         for g, pic in zip(groups, pics, strict=True):
             g.picture = pic
         out_header = _replace_header(
-            h, keyframe_codec_id=KEYFRAME_CODEC_IDS[codec], keyframe_format=fmt, keyframe_qp=qp
+            out_header,
+            keyframe_codec_id=KEYFRAME_CODEC_IDS[codec],
+            keyframe_format=fmt,
+            keyframe_qp=qp,
         )
     name = model_name(h, model)
     fields = feature_fields(h, model)
@@ -283,6 +292,7 @@ def gfv_to_annexb(
         metadata_bits=meta,
         native_feature_bits=native.feature_bits,
         native_overhead_bits=native.overhead_bits,
+        dropped_enhancement_bits=native.enhancement_bits,
     )
     return bytes(out), report, all_msgs
 

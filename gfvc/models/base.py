@@ -151,6 +151,10 @@ class MotionModel(abc.ABC):
         reconstructed by the decoder. Returns (H, W, 3) uint8.
         """
 
+    #: True when ``preview`` renders what the enhancement layer's fusion network was trained
+    #: on (the landmark model's mesh warp), so streams of this model may carry the layer.
+    fusion_ready: ClassVar[bool] = False
+
     #: True when ``preview`` is cheap enough for the encoder to run on every frame.
     cheap_preview: ClassVar[bool] = False
 

@@ -303,6 +303,7 @@ class LandmarkModel(MotionModel):
     default_keyframe_codec: ClassVar[str] = "svtav1"  # ~10 % fewer key bits than x265
     send_key_feature: ClassVar[bool] = True
     cheap_preview: ClassVar[bool] = True  # the mesh warp without the refiner: ~6 ms
+    fusion_ready: ClassVar[bool] = True  # the enhancement layer fuses that warp with its base
 
     def __init__(
         self,

@@ -1,0 +1,136 @@
+"""The enhancement layer: extra rate turned into fidelity (docs/bitstream.md, docs/control.md).
+
+Below about 6 kbps a stream is the generative layer alone (key frame + features). Above, each
+unit also carries one picture of a low-resolution x265 low-delay video (``base_layer``), and
+the decoder fuses its upscaled picture with the animated key frame (``fusion``): the base
+supplies what the camera really saw (eye and mouth openings, background, lighting), the key
+frame the sharp texture. ``plan_layers`` splits a target rate between the two layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
+from gfvc.enhance.fusion import Fuser, upscale
+from gfvc.errors import BitstreamError, CheckpointError, InputError
+
+#: From this rate up, ``--kbps`` adds the base layer.
+ENHANCE_FROM_KBPS = 6.0
+#: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
+LARGE_BASE_FROM_KBPS = 10.0
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How a target rate is split: the generative layer's budget, and the base layer's size
+    and rate (None: no base layer)."""
+
+    generative_kbps: float
+    base_size: int | None = None
+    base_kbps: float | None = None
+
+
+@dataclass(frozen=True)
+class BaseLayerSettings:
+    """A base layer of ``size`` x ``size`` pictures at a fixed x265 ``qp`` or at ``kbps``."""
+
+    size: int
+    qp: int | None = None
+    kbps: float | None = None
+
+    def __post_init__(self) -> None:
+        check_base_size(self.size)
+        if (self.qp is None) == (self.kbps is None):
+            raise InputError("a base layer needs a QP or a rate, not both")
+        if self.qp is not None:
+            check_base_qp(self.qp)
+
+
+def plan_layers(kbps: float) -> LayerPlan:
+    """Features only at the bottom; above ``ENHANCE_FROM_KBPS`` the generative layer keeps
+    about a third (at most 3 kbps: a good key frame every 10 s and the features) and the
+    base layer takes the rest."""
+    if kbps < ENHANCE_FROM_KBPS:
+        return LayerPlan(kbps)
+    gen = min(3.0, kbps / 3)
+    base = kbps - gen
+    return LayerPlan(gen, 64 if base < LARGE_BASE_FROM_KBPS else 128, base)
+
+
+def fusion_weights_path() -> Path:
+    return Path(str(resources.files("gfvc") / "data" / "fusion.pt"))
+
+
+@lru_cache(maxsize=2)
+def load_fuser(path: str | None = None) -> tuple[Fuser, bytes]:
+    """The packaged (or given) fusion network, ready for inference, and its 8-byte hash."""
+    p = Path(path) if path else fusion_weights_path()
+    if not p.exists():
+        raise CheckpointError(f"enhancement-layer fusion weights not found at {p}")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+        net = Fuser(width=int(ck["width"]))
+        net.load_state_dict(ck["net"])
+    except Exception as e:
+        raise CheckpointError(f"{p} is not a fusion network ({type(e).__name__})") from None
+    net = net.eval().to(memory_format=torch.channels_last)
+    return net, hashlib.sha256(p.read_bytes()).digest()[:8]
+
+
+def check_base_size(size: int) -> int:
+    if size not in BASE_SIZES:
+        raise InputError(
+            f"--base-size must be one of {', '.join(map(str, BASE_SIZES))}, got {size}"
+        )
+    return size
+
+
+def check_base_qp(qp: int) -> int:
+    if not 0 <= qp <= 51:
+        raise InputError(f"--base-qp must be in 0..51 (x265), got {qp}")
+    return qp
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+class EnhancementDecoder:
+    """Base-layer pictures in, fused frames out. ``key`` restarts the base stream (each key
+    unit carries the base stream's IDR picture); a damaged base picture breaks the base
+    stream until the next key unit, as in any predictive video."""
+
+    def __init__(self, size: int) -> None:
+        self.base = BaseLayerDecoder(size)
+        self.fuser, self.fusion_hash = load_fuser()
+
+    def key(self, chunk: bytes) -> np.ndarray:
+        return self.base.decode(chunk, restart=True)
+
+    def frame(self, chunk: bytes, warped: np.ndarray) -> np.ndarray:
+        base = self.base.decode(chunk)
+        with torch.inference_mode():
+            up = upscale(_tensor(base), warped.shape[0])
+            y = self.fuser(up, _tensor(warped))
+        return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+
+
+__all__ = [
+    "BASE_SIZES",
+    "BaseLayerEncoder",
+    "BaseLayerSettings",
+    "BitstreamError",
+    "EnhancementDecoder",
+    "LayerPlan",
+    "load_fuser",
+    "plan_layers",
+]

@@ -1,0 +1,124 @@
+"""The enhancement layer's base: the video at low resolution, coded by x265 low delay.
+
+One HEVC picture per frame (P pictures only, no reordering, no lookahead), so each frame's
+bytes exist as soon as the frame is coded and the receiver can show it at once. The stream
+restarts with an IDR picture (and its parameter sets) at every gfvc key unit, so every key
+unit stays a random-access point. Colour conversion uses gfvc's integer BT.601 routines, and
+the decoded picture never feeds back into prediction: encoder and decoder need not agree on
+anything but the HEVC bits.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from gfvc.errors import BitstreamError, GfvcError
+from gfvc.keyframe._av import av_frame_to_rgb, rgb_to_av_frame
+
+#: Base-layer sizes a stream may use (square, pixels).
+BASE_SIZES = (64, 128)
+QP_RANGE = (0, 51)
+
+
+def downscale(frame: np.ndarray, size: int) -> np.ndarray:
+    """The encoder's view of a frame at base-layer size (area averaging)."""
+    import cv2
+
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def x265_stream_options(qp: int | None, kbps: float | None, fps: float) -> dict[str, str]:
+    """libx265 low delay for a live stream: fixed QP, or x265's own rate control at ``kbps``
+    with a one-second VBV buffer (no frame may stall a call)."""
+    parts = ["bframes=0", "scenecut=0", "keyint=100000", "min-keyint=100000", "info=0"]
+    parts += ["rc-lookahead=0", "log-level=error", "repeat-headers=1"]
+    if kbps is not None:
+        k = max(1, round(kbps))
+        parts += [f"bitrate={k}", f"vbv-maxrate={k}", f"vbv-bufsize={k}"]
+    else:
+        parts.append(f"qp={qp}")
+    return {"preset": "medium", "tune": "zerolatency", "x265-params": ":".join(parts)}
+
+
+class BaseLayerEncoder:
+    """Frame in, that frame's HEVC bytes out; ``restart`` begins a new IDR-led stream."""
+
+    def __init__(
+        self, size: int, *, qp: int | None = 34, kbps: float | None = None, fps: float = 25.0
+    ) -> None:
+        if size not in BASE_SIZES:
+            raise ValueError(f"base-layer size must be one of {BASE_SIZES}, got {size}")
+        self.size, self.qp, self.kbps, self.fps = size, qp, kbps, fps
+        self._ctx: Any = None
+        self._pts = 0
+
+    def _open(self) -> Any:
+        import av
+
+        ctx = av.CodecContext.create("libx265", "w")
+        ctx.width = ctx.height = self.size
+        ctx.pix_fmt = "yuv420p"
+        rate = Fraction(self.fps).limit_denominator(1001)
+        ctx.time_base, ctx.framerate = 1 / rate, rate
+        ctx.options = x265_stream_options(self.qp, self.kbps, self.fps)
+        ctx.open()
+        return ctx
+
+    def encode(self, frame: np.ndarray, restart: bool = False) -> bytes:
+        """Code one (S, S, 3) frame (any S; it is downscaled here)."""
+        if restart or self._ctx is None:
+            self._ctx, self._pts = self._open(), 0
+        vf = rgb_to_av_frame(downscale(frame, self.size), "yuv420p")
+        vf.pts = self._pts
+        self._pts += 1
+        data = b"".join(bytes(p) for p in self._ctx.encode(vf))
+        if not data:
+            raise GfvcError("x265 held a base-layer picture back (low-delay settings failed)")
+        return data
+
+    def set_target(self, qp: int | None = None, kbps: float | None = None) -> None:
+        """New QP or rate, taking effect at the next restart (the next key unit)."""
+        self.qp, self.kbps = qp, kbps
+
+
+class BaseLayerDecoder:
+    """One frame's base-layer bytes in, the (size, size, 3) RGB picture out."""
+
+    def __init__(self, size: int) -> None:
+        if size not in BASE_SIZES:
+            raise BitstreamError(f"base-layer size {size} is not one of {BASE_SIZES}")
+        self.size = size
+        self._ctx: Any = None
+
+    def _open(self) -> Any:
+        import av
+
+        ctx = av.CodecContext.create("hevc", "r")
+        ctx.thread_count = 1
+        ctx.options = {"err_detect": "explode"}
+        return ctx
+
+    def decode(self, data: bytes, restart: bool = False) -> np.ndarray:
+        """Decode one picture. With ``restart`` (a key unit) a new stream begins, and the
+        old one stays in place if the new picture fails. Without it, a failure leaves the
+        stream broken (its reference picture is gone) until the next restart."""
+        import av
+
+        if not data:
+            raise BitstreamError("base-layer picture is empty")
+        ctx = self._open() if restart else self._ctx
+        if ctx is None:
+            raise BitstreamError("base-layer stream broken or not started: wait for a key unit")
+        if not restart:
+            self._ctx = None  # until this picture decodes
+        try:
+            frames = list(ctx.decode(av.Packet(bytes(data))))
+        except av.FFmpegError as exc:
+            raise BitstreamError(f"base-layer picture is corrupt (hevc: {exc})") from None
+        if len(frames) != 1 or (frames[0].width, frames[0].height) != (self.size, self.size):
+            raise BitstreamError("base-layer bytes did not decode to one picture of its size")
+        self._ctx = ctx
+        return av_frame_to_rgb(frames[0])

@@ -1,0 +1,79 @@
+"""The fusion network of the enhancement layer: animated key frame + low-resolution base.
+
+The base layer (a low-resolution conventional video, ``base_layer``) carries what is really
+in the frame at low detail: where the eyes and mouth are, how open, the background, the
+lighting. The animated key frame (the landmark model's mesh warp) carries the person's sharp
+texture but can be wrong in expression and moves nothing but the face. A fixed
+low/high-frequency split of the two scores no better than the upscaled base (issue 13), so
+a small network decides per pixel: it starts from the upscaled base and adds what the
+animated key frame can contribute where the two agree.
+
+    out = base_up + alpha * (warped - base_up) + residual
+
+``alpha`` (sigmoid, starting near 0) and ``residual`` come from a U-Net over
+[base_up, warped] at half resolution and below, and a light full-resolution head. Nothing the
+decoder computes here feeds back into prediction, so float differences between machines
+cannot accumulate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gfvc.models.landmark import DSConv, DSRes
+
+IN_CHANNELS = 6  # upscaled base RGB, warped key RGB
+
+
+def upscale(base: torch.Tensor, size: int) -> torch.Tensor:
+    """The decoder's upscaling of base pictures (B, 3, s, s) in [0, 1]: bicubic, clamped."""
+    if base.shape[-1] == size:
+        return base
+    return F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+class Fuser(nn.Module):
+    """(B, 3, H, W) base_up and warped in [0, 1] -> fused frame in [0, 1]; H, W multiples
+    of 16."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = [width, width * 2, width * 3, width * 4]
+        self.stem = nn.Sequential(
+            nn.Conv2d(IN_CHANNELS, w[0], 3, 2, 1), nn.LeakyReLU(0.1, inplace=True)
+        )
+        self.down = nn.ModuleList(
+            nn.Sequential(DSConv(w[i], w[i + 1], stride=2), DSRes(w[i + 1])) for i in range(3)
+        )
+        self.mid = DSRes(w[3])
+        self.up = nn.ModuleList(
+            nn.Sequential(DSConv(w[i + 1] + w[i], w[i]), DSRes(w[i])) for i in (2, 1, 0)
+        )
+        self.full = DSConv(w[0] + IN_CHANNELS, 16)
+        self.head = nn.Conv2d(16, 4, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, base_up: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([base_up, warped], 1)
+        fmt = (
+            torch.channels_last
+            if base_up.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        x = x.contiguous(memory_format=fmt)
+        skips = [self.stem(x)]
+        for d in self.down:
+            skips.append(d(skips[-1]))
+        y = self.mid(skips.pop())
+        for u in self.up:
+            s = skips.pop()
+            y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            y = u(torch.cat([y, s], 1).contiguous(memory_format=fmt))
+        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.head(self.full(torch.cat([y, x], 1).contiguous(memory_format=fmt)))
+        alpha = torch.sigmoid(out[:, 3:4] - 3.0)
+        fused = base_up + alpha * (warped - base_up) + 0.5 * F.hardtanh(out[:, :3])
+        return fused.clamp(0, 1)

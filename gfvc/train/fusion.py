@@ -1,0 +1,187 @@
+"""Training the enhancement layer's fusion network (``gfvc.enhance.fusion.Fuser``) on CPU.
+
+Data (``build_fusion_data``): for each cached clip, the first frames coded the way the
+codec codes them: the landmark model's key frame and features, decoded to the mesh warp (the
+fusion input), and the clip downscaled to each base-layer size and coded by x265 low delay at
+a range of QPs. Training draws (frame, base setting) at random and learns
+``Fuser(base_up, warped) -> original`` under L1 + MS-SSIM. Resumable: ``RUN/last.pt`` every
+``checkpoint_every`` steps; validation on people never seen in training goes to
+``RUN/log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gfvc.enhance.fusion import Fuser, upscale
+
+#: Base-layer sizes and the x265 QPs training covers at each.
+TRAIN_BASES: dict[int, tuple[int, ...]] = {64: (24, 28, 32, 36, 40), 128: (30, 34, 38, 42, 46)}
+
+
+@dataclass
+class FusionTrainConfig:
+    data_dir: str = "~/.cache/gfvc/fusion"
+    run_dir: str = "runs/fusion"
+    steps: int = 3000
+    batch: int = 8
+    lr: float = 2e-3
+    width: int = 16
+    ssim_weight: float = 0.5
+    crop: int = 128  # training crop side (the network is fully convolutional)
+    checkpoint_every: int = 100
+    val_every: int = 250
+    threads: int = 2
+    seed: int = 0
+    time_limit_min: float = 0.0
+    val_clips: list[str] = field(default_factory=list)
+
+
+def _to_t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255
+
+
+class FusionData:
+    """All clips of a data folder in memory; batches of (base_up, warped, target)."""
+
+    def __init__(self, folder: Path, seed: int = 0) -> None:
+        self.clips = []
+        for f in sorted(folder.glob("*.npz")):
+            with np.load(f) as z:
+                self.clips.append({k: z[k] for k in z.files if not k.startswith("bits")})
+        if not self.clips:
+            raise FileNotFoundError(f"no fusion data in {folder}")
+        self.keys = [k for k in self.clips[0] if k.startswith("b")]
+        self.rng = random.Random(seed)
+
+    def batch(
+        self, n: int, crop: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        base, warp, gt = [], [], []
+        for _ in range(n):
+            c = self.rng.choice(self.clips)
+            k = self.rng.choice(self.keys)
+            t = self.rng.randrange(1, len(c["gt"]))
+            base.append(upscale(_to_t(c[k][t : t + 1]), c["gt"].shape[1]))
+            warp.append(_to_t(c["warp"][t : t + 1]))
+            gt.append(_to_t(c["gt"][t : t + 1]))
+            if crop:
+                size = gt[-1].shape[-1]
+                y, x = (
+                    self.rng.randrange(0, size - crop + 1),
+                    self.rng.randrange(0, size - crop + 1),
+                )
+                for lst in (base, warp, gt):
+                    lst[-1] = lst[-1][..., y : y + crop, x : x + crop]
+        return torch.cat(base), torch.cat(warp), torch.cat(gt)
+
+
+def loss_fn(y: torch.Tensor, t: torch.Tensor, ssim_weight: float) -> tuple[torch.Tensor, dict]:
+    """L1 + SSIM (MS-SSIM needs frames above 160 pixels; training uses crops)."""
+    from pytorch_msssim import ssim
+
+    l1 = (y - t).abs().mean()
+    s = ssim(y, t, data_range=1.0, size_average=True)
+    return l1 + ssim_weight * (1 - s), {"l1": float(l1.detach()), "ssim": float(s.detach())}
+
+
+@torch.inference_mode()
+def validate(net: Fuser, data: FusionData, n: int = 24) -> dict[str, float]:
+    from pytorch_msssim import ms_ssim
+
+    net.eval()
+    rng_state = data.rng.getstate()
+    data.rng.seed(4321)
+    fused, base = [], []
+    for _ in range(n):
+        b, w, t = data.batch(1)
+        fused.append(float(ms_ssim(net(b, w), t, data_range=1.0)))
+        base.append(float(ms_ssim(b, t, data_range=1.0)))
+    data.rng.setstate(rng_state)
+    net.train()
+    return {"val_ms_ssim": float(np.mean(fused)), "val_base_ms_ssim": float(np.mean(base))}
+
+
+def train_fusion(
+    cfg: FusionTrainConfig, val_dir: Path | None = None, log: Callable[[str], None] = print
+) -> Path:
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.run_dir).expanduser()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed)
+    val = FusionData(val_dir) if val_dir else None
+    net = Fuser(width=cfg.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    step = 0
+    if (run / "last.pt").exists():
+        ck = torch.load(run / "last.pt", weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        data.rng.seed(cfg.seed * 7919 + step)
+        log(f"resumed at step {step}")
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)) * min(1, (s + 1) / 100),
+        last_epoch=step - 1,
+    )
+    t0 = t_last = time.time()
+    while step < cfg.steps:
+        b, w, t = data.batch(cfg.batch, cfg.crop)
+        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % 20 == 0:
+            log(
+                f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} {parts} {20 / (time.time() - t_last):.2f} it/s"
+            )
+            t_last = time.time()
+            _append(run / "log.jsonl", {"step": step, "loss": float(loss.detach()), **parts})
+        if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            v = validate(net, val)
+            log(f"validation at {step}: {v}")
+            _append(run / "log.jsonl", {"step": step, **v})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(run / "last.pt", {"net": net.state_dict(), "opt": opt.state_dict(), "step": step})
+        if cfg.time_limit_min and time.time() - t0 > 60 * cfg.time_limit_min:
+            _save(run / "last.pt", {"net": net.state_dict(), "opt": opt.state_dict(), "step": step})
+            log(f"time limit at step {step}; rerun to continue")
+            break
+    out = run / "fusion.pt"
+    _save(
+        out, {"format": "gfvc-fusion-1", "width": cfg.width, "step": step, "net": net.state_dict()}
+    )
+    return out
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+_ = Fraction  # data building (codec-side) lives in build_fusion_data below
