@@ -176,15 +176,52 @@ def test_fv2v_pose_edit_and_relative_rotation(tmp_path, one_thread):
     assert np.allclose(rel[9:], 2 * f1[9:] - f0[9:])
 
 
-def test_fv2v_animate_pipeline(tmp_path, one_thread):
+def test_fv2v_animate_and_edit_pipeline(tmp_path, one_thread):
     ck, cfg, _, frames = golden_checkpoint(tmp_path, "FV2V")
     src = write_video(tmp_path / "src.y4m", [frames[0]])
     drv = write_video(tmp_path / "drv.y4m", list(frames[5:7]))
-    out = tmp_path / "out.y4m"
-    opts = ["--model", "fv2v", "--checkpoint", ck, "--config", cfg, "--no-crop", "-q"]
-    res = run("animate", src, drv, "-o", out, *opts)
+    out, gfv, edited = tmp_path / "out.y4m", tmp_path / "out.gfv", tmp_path / "edited.y4m"
+    weights = ["--checkpoint", ck, "--config", cfg, "-q"]
+    res = run(
+        "animate", src, drv, "-o", out, "--model", "fv2v", "--no-crop", "--save-gfv", gfv, *weights
+    )
     assert res.exit_code == 0, res.output
     assert len(read(out)) == 3
+    res = run("edit", gfv, "-o", edited, "--yaw", 10, "--from", 1, *weights)
+    assert res.exit_code == 0, res.output
+    got = read(edited)
+    assert len(got) == 3 and np.array_equal(got[0], read(out)[0])  # frame 0 not covered
+
+
+def _stub(*layout):
+    """A model with just a feature layout: all ``relative_feature`` looks at."""
+    from gfvc.models.base import FeatureField, MotionModel
+
+    class Stub(MotionModel):
+        name = "stub"
+        fields = tuple(FeatureField(n, k, s) for n, k, s in layout)
+        create = config_dict = analyse = synthesize = None  # type: ignore[assignment]
+
+    Stub.__abstractmethods__ = frozenset()
+    return Stub()
+
+
+def test_relative_motion_of_keypoints_and_jacobians():
+    m = _stub(("keypoints", "coordinates", (2, 2)), ("jacobians", "matrix", (2, 2, 2)))
+    rng = np.random.default_rng(1)
+    kp_s, kp_d, kp_d0 = rng.normal(0, 0.3, (3, 4))
+    j_s, j_d, j_d0 = (np.eye(2) + rng.normal(0, 0.2, (2, 2, 2)) for _ in range(3))
+    out = m.split_vector(
+        relative_feature(
+            m,
+            *(np.concatenate([k, j.ravel()]) for k, j in ((kp_s, j_s), (kp_d, j_d), (kp_d0, j_d0))),
+        )
+    )
+    assert np.allclose(out["keypoints"].ravel(), kp_s + kp_d - kp_d0)
+    assert np.allclose(out["jacobians"], j_d @ np.linalg.inv(j_d0) @ j_s)
+    cfte = _stub(("compact", "matrix", (4, 4, 4)))
+    with pytest.raises(InputError, match="use --absolute"):
+        relative_feature(cfte, *np.zeros((3, 64)))
 
 
 # ----------------------------------------------------------------------------- mistakes
