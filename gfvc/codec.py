@@ -214,8 +214,11 @@ class Encoder(_Closable):
             self.rate.spend(8 * PACKET_HEADER - 8)
         return packet
 
-    def encode_unit(self, frame: np.ndarray) -> bytes:
-        """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it."""
+    def encode_unit(self, frame: np.ndarray, feature: np.ndarray | None = None) -> bytes:
+        """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it.
+
+        ``feature`` (motion transfer, ``gfvc.animate``): code this feature vector instead of
+        the frame's own analysis, unless the frame becomes a key frame."""
         self._check_open()
         _check_frame(frame, self.model.size)
         reason = self._scheduled_key()
@@ -223,7 +226,11 @@ class Encoder(_Closable):
         if reason is None:
             assert self._predictor is not None
             deadzone = self.rate.deadzone if self.rate is not None else self.deadzone
-            q = self._predictor.residual(self.model.analyse(frame), deadzone)
+            if feature is None:
+                feature = self.model.analyse(frame)
+            elif np.shape(feature) != (self.model.dim,):
+                raise InputError(f"feature must have {self.model.dim} values")
+            q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
         if reason is not None:
             unit, predictor, key = self._key_unit(frame, reason)
@@ -448,6 +455,12 @@ class Decoder(_Closable):
         self._waiting = False  # receive(): a unit was lost or damaged, wait for a key
         self._last: np.ndarray | None = None
         self.trace: list[np.ndarray] | None = None
+        #: Frames decoded so far (since this decoder started; the next frame's index).
+        self.frame_index = 0
+        #: Receiver-side change of what is shown (``gfvc.edit``): (frame index, decoded
+        #: feature) -> the feature to render. The coded state never sees it; a key frame whose
+        #: feature it changes is rendered from the key instead of shown as decoded.
+        self.edit: Callable[[int, np.ndarray], np.ndarray] | None = None
 
     @property
     def needs_refresh(self) -> bool:
@@ -488,6 +501,7 @@ class Decoder(_Closable):
         else:
             frame = self._decode_key(data[1:])
         self._next_seq = None if seq is None else (seq + 1) & 0xFFFF
+        self.frame_index += 1
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())  # type: ignore[union-attr]
         return frame
@@ -499,11 +513,17 @@ class Decoder(_Closable):
             chunk, payload = split_enhancement(payload, "feature unit")
         q = self.coder.decode(payload, commit=False)
         feature = check_feature(self._predictor.peek(q), self.model, "feature unit")
+        edited = self.edit is not None
+        if edited:
+            feature = self.edit(self.frame_index, feature)  # type: ignore[misc]
         if chunk is None:
             frame = self._synthesize(self._key_frame, self._key_feature, feature)
+        elif edited:  # the base shows the camera, not the edit: the generative layer alone
+            frame = self._synthesize(self._key_frame, self._key_feature, feature)
+            self.enhancement.base.decode(chunk)  # type: ignore[union-attr]
         else:  # the base picture decodes last: it is the one step that changes state
-            warped = self._render(self.model.preview, feature)[0]
-            frame = self.enhancement.frame(chunk, warped)
+            warped = self._render(self.model.preview, self._key_frame, self._key_feature, feature)
+            frame = self.enhancement.frame(chunk, warped[0])  # type: ignore[union-attr]
         self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
         self._predictor.update(q)
         return frame
@@ -534,16 +554,20 @@ class Decoder(_Closable):
         self._predictor = predictor
         self._key_frame = frame
         self._key_feature = key_feature
+        if self.edit is not None:
+            shown = self.edit(self.frame_index, key_feature)
+            if not np.array_equal(shown, key_feature):
+                return self._synthesize(frame, key_feature, shown)
         return frame
 
     def _synthesize(self, key_frame, key_feature, feature) -> np.ndarray:
-        return self._render(self.model.synthesize, feature)
+        return self._render(self.model.synthesize, key_frame, key_feature, feature)
 
-    def _render(self, how: Callable, feature: np.ndarray) -> Any:
-        """``how(key frame, key feature, feature)``; a unit the model cannot render (a
+    def _render(self, how: Callable, key_frame, key_feature, feature: np.ndarray) -> Any:
+        """``how(key_frame, key_feature, feature)``; a unit the model cannot render (a
         degenerate warp) is corrupt."""
         try:
-            return how(self._key_frame, self._key_feature, feature)
+            return how(key_frame, key_feature, feature)
         except (np.linalg.LinAlgError, FloatingPointError, OverflowError) as e:
             raise BitstreamError(
                 f"corrupt feature unit: the {self.model.name} model cannot render it ({e})"
@@ -817,19 +841,21 @@ class FramePreparer:
 
 def stream_chunks(
     enc: Encoder,
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray | None]],
     progress: Callable[[int], None] | None = None,
     refresh_at: Container[int] = (),
 ) -> Iterator[bytes]:
-    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames``; the frames
-    numbered in ``refresh_at`` become key frames."""
+    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames`` (or (frame,
+    feature) pairs: ``Encoder.encode_unit``); the frames numbered in ``refresh_at`` become
+    key frames."""
     packer = SegmentPacker(enc.header.segment_units)
     yield enc.header.to_bytes()
     reasons = refresh_at if isinstance(refresh_at, Mapping) else {}
-    for i, frame in enumerate(frames):
+    for i, item in enumerate(frames):
         if i in refresh_at:
             enc.request_refresh(reasons.get(i, "request"))
-        yield packer.add(enc.encode_unit(frame))
+        frame, feature = item if isinstance(item, tuple) else (item, None)
+        yield packer.add(enc.encode_unit(frame, feature))
         if progress:
             progress(1)
     if packer.frames < 2:
