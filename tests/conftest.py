@@ -45,6 +45,16 @@ def clip(name: str) -> Path:
     return p
 
 
+def clip_frames(name: str, n: int) -> list[np.ndarray]:
+    """The first ``n`` face-cropped 256x256 frames of a real clip (skips without the data)."""
+    from gfvc.codec import EncodeSettings, FramePreparer
+
+    prep = FramePreparer(clip(name), EncodeSettings(frames=n))
+    frames = list(prep)
+    prep.close()
+    return frames
+
+
 class ToyModel(MotionModel):
     """Plumbing-test model: the feature is a 4x4 grid of mean brightness; synthesis shifts
     the key frame's brightness by the feature difference. Deterministic and fast."""

@@ -208,6 +208,8 @@ def test_failed_run_is_reported_and_others_finish(tmp_path, seqs):
         (lambda d: d.update(frames=1), "'frames' must be an integer >= 2"),
         (lambda d: d.update(size=100.5), "'size' must be an even integer"),
         (lambda d: d.update(sequences=[d["sequences"][0]] * 2), "two sequences are named"),
+        (lambda d: d["codecs"][0].update(kbps=[4, 8]), "'qp' or 'kbps' rate points, not both"),
+        (lambda d: d["codecs"][1].update(kbps=[4], qp=None), "'qp' must be a list"),
     ],
 )
 def test_bad_config_is_one_line_error(tmp_path, seqs, edit, message):
@@ -216,6 +218,23 @@ def test_bad_config_is_one_line_error(tmp_path, seqs, edit, message):
     res = run_cli("ctc", write_config(tmp_path, d), "-o", tmp_path / "out")
     assert_one_line_error(res, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_rate_points_in_kbps_run_rate_control(seqs):
+    d = config_dict(seqs)
+    d["codecs"][0] = {"name": "toy", "type": "gfvc", "model": "toy", "kbps": [2, 8]}
+    cfg = ctc.CtcConfig.from_dict(d)
+    keys = [j.key for j in ctc.jobs(cfg) if j.codec.name == "toy"]
+    assert keys == [
+        "a_64x64__toy__kbps2",
+        "a_64x64__toy__kbps8",
+        "b_64x64__toy__kbps2",
+        "b_64x64__toy__kbps8",
+    ]
+    assert all(j.by_rate for j in ctc.jobs(cfg) if j.codec.name == "toy")
+    d["codecs"][0]["kbps"] = [0]
+    with pytest.raises(InputError, match="kbps"):
+        ctc.CtcConfig.from_dict(d)
 
 
 def test_bad_config_files(tmp_path, seqs):

@@ -7,20 +7,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import clip
+from conftest import clip_frames
 
 from gfvc.bitstream import KEY, open_packet
-from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer, encode_frames, stream_report
+from gfvc.codec import Decoder, Encoder, EncodeSettings, encode_frames, stream_report
 from gfvc.control.rate import RateController
 from gfvc.control.watch import Watch, WatchSettings
 from gfvc.keyframe import keyframe_codec
-
-
-def _frames(name: str, n: int) -> list[np.ndarray]:
-    prep = FramePreparer(clip(name), EncodeSettings(frames=n))
-    frames = list(prep)
-    prep.close()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def two_people():
-    return _frames("lp_d3.mp4", 40), _frames("vr_1.mp4", 40)
+    return clip_frames("lp_d3.mp4", 40), clip_frames("vr_1.mp4", 40)
 
 
 def _keys(model, frames, **kw):
@@ -80,8 +73,8 @@ def test_lighting_change_refreshes(model, two_people):
     assert "lighting" in [r for _, r, _, _ in enc.keys], enc.keys
 
 
-def test_steady_talking_head_sends_no_extra_key_frames(model):
-    enc, _ = _keys(model, _frames("stk_Obama_clip1.mp4", 150))
+def test_steady_talking_head_sends_no_extra_keyclip_frames(model):
+    enc, _ = _keys(model, clip_frames("stk_Obama_clip1.mp4", 150))
     assert [k[1] for k in enc.keys] == ["start"], enc.keys
 
 
@@ -100,7 +93,7 @@ def test_watch_thresholds_on_synthetic_scores():
 
 @pytest.mark.parametrize("kbps", [2, 8, 16])
 def test_kbps_lands_within_ten_percent_on_a_ten_second_clip(model, kbps):
-    frames = _frames("lp_d3.mp4", 250)
+    frames = clip_frames("lp_d3.mp4", 250)
     model.reset()
     data = encode_frames(frames, EncodeSettings(kbps=kbps), Fraction(25), model=model)
     got = stream_report(data).kbps
@@ -109,7 +102,7 @@ def test_kbps_lands_within_ten_percent_on_a_ten_second_clip(model, kbps):
 
 def test_live_encoder_keeps_a_per_second_budget_without_bursts(model):
     """The streaming API example: 8 kbps, no key frame longer than a second to send."""
-    frames = _frames("dpe_d.mp4", 250)
+    frames = clip_frames("dpe_d.mp4", 250)
     model.reset()
     enc = Encoder(model, keyframe_codec("svtav1"), kbps=8, burst_s=1.0)
     dec = Decoder(enc.header.to_bytes(), type(model).create())

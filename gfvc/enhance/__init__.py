@@ -23,7 +23,7 @@ from gfvc.enhance.fusion import Fuser, upscale
 from gfvc.errors import BitstreamError, CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
-ENHANCE_FROM_KBPS = 6.0
+ENHANCE_FROM_KBPS = 7.0  # a 64x64 base picture costs at least ~110 bits: 2.8 kbps at 25 fps
 #: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
 LARGE_BASE_FROM_KBPS = 10.0
 
@@ -56,11 +56,11 @@ class BaseLayerSettings:
 
 def plan_layers(kbps: float) -> LayerPlan:
     """Features only at the bottom; above ``ENHANCE_FROM_KBPS`` the generative layer keeps
-    about a third (at most 3 kbps: a good key frame every 10 s and the features) and the
-    base layer takes the rest."""
+    a quarter, 2 to 3 kbps (a good key frame every 10 s and the features), and the base
+    layer takes the rest."""
     if kbps < ENHANCE_FROM_KBPS:
         return LayerPlan(kbps)
-    gen = min(3.0, kbps / 3)
+    gen = min(3.0, max(2.0, kbps / 4))
     base = kbps - gen
     return LayerPlan(gen, 64 if base < LARGE_BASE_FROM_KBPS else 128, base)
 

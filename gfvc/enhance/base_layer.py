@@ -15,12 +15,36 @@ from typing import Any
 
 import numpy as np
 
+from gfvc.bitstream.format import _read_varint, _varint
+from gfvc.bitstream.nal import split_nal_units
 from gfvc.errors import BitstreamError, GfvcError
 from gfvc.keyframe._av import av_frame_to_rgb, rgb_to_av_frame
 
 #: Base-layer sizes a stream may use (square, pixels).
 BASE_SIZES = (64, 128)
 QP_RANGE = (0, 51)
+
+
+def pack_nals(annexb: bytes) -> bytes:
+    """Annex-B -> ``nal_len:varint nal`` per NAL unit: a P picture at these sizes is about
+    12 bytes, and its 4-byte start code would be a quarter of it (0.6 kbps at 25 fps)."""
+    out = bytearray()
+    for u in split_nal_units(annexb, "hevc"):
+        nal = annexb[u.payload_start - 2 : u.end]
+        out += _varint(len(nal)) + nal
+    return bytes(out)
+
+
+def unpack_nals(chunk: bytes) -> bytes:
+    """The inverse of ``pack_nals`` (BitstreamError when a length runs past the end)."""
+    out, at = bytearray(), 0
+    while at < len(chunk):
+        n, at = _read_varint(chunk, at, "base-layer picture")
+        if n < 2 or at + n > len(chunk):
+            raise BitstreamError("base-layer picture is truncated")
+        out += b"\x00\x00\x00\x01" + chunk[at : at + n]
+        at += n
+    return bytes(out)
 
 
 def downscale(frame: np.ndarray, size: int) -> np.ndarray:
@@ -77,7 +101,7 @@ class BaseLayerEncoder:
         data = b"".join(bytes(p) for p in self._ctx.encode(vf))
         if not data:
             raise GfvcError("x265 held a base-layer picture back (low-delay settings failed)")
-        return data
+        return pack_nals(data)
 
     def set_target(self, qp: int | None = None, kbps: float | None = None) -> None:
         """New QP or rate, taking effect at the next restart (the next key unit)."""
@@ -115,7 +139,7 @@ class BaseLayerDecoder:
         if not restart:
             self._ctx = None  # until this picture decodes
         try:
-            frames = list(ctx.decode(av.Packet(bytes(data))))
+            frames = list(ctx.decode(av.Packet(unpack_nals(data))))
         except av.FFmpegError as exc:
             raise BitstreamError(f"base-layer picture is corrupt (hevc: {exc})") from None
         if len(frames) != 1 or (frames[0].width, frames[0].height) != (self.size, self.size):

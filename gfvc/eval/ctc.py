@@ -57,7 +57,7 @@ _TOP_KEYS = {
 }  # fmt: skip
 _GFVC_KEYS = {
     "model", "checkpoint", "config", "qstep", "keyframe_codec", "keyframe_format", "coder",
-    "gop", "device", "deadzone",
+    "gop", "device", "deadzone", "base_layer",
 }  # fmt: skip
 _ANCHOR_KEYS = {"codec", "preset"}
 #: Metrics shown in strip captions, and used to find the anchor of "similar quality".
@@ -254,14 +254,18 @@ def _codec_spec(c: Any, i: int) -> CodecSpec:
     kind = c.get("type", GFVC)
     if kind not in (GFVC, ANCHOR):
         raise InputError(f"codec {name!r}: type must be 'gfvc' or 'anchor', got {kind!r}")
-    qps = c.get("qp")
+    # rate points: key-frame QPs, or (gfvc) target rates in kbps for rate control
+    point = "kbps" if kind == GFVC and "kbps" in c else "qp"
+    if point == "kbps" and "qp" in c:
+        raise InputError(f"codec {name!r}: give 'qp' or 'kbps' rate points, not both")
+    qps = c.get(point)
     if _is_int(qps):
         qps = [qps]
     if not isinstance(qps, list) or not qps or not all(_is_int(q) for q in qps):
-        raise InputError(f"codec {name!r}: 'qp' must be a list of integers, e.g. [22, 32, 42]")
+        raise InputError(f"codec {name!r}: '{point}' must be a list of integers, e.g. [22, 32, 42]")
     if len(set(qps)) != len(qps):
-        raise InputError(f"codec {name!r}: 'qp' lists a value twice")
-    options = {k: v for k, v in c.items() if k not in ("name", "type", "qp")}
+        raise InputError(f"codec {name!r}: '{point}' lists a value twice")
+    options = {k: v for k, v in c.items() if k not in ("name", "type", "qp", "kbps")}
     allowed = _GFVC_KEYS if kind == GFVC else _ANCHOR_KEYS
     bad = sorted(set(options) - allowed)
     if bad:
@@ -276,6 +280,12 @@ def _codec_spec(c: Any, i: int) -> CodecSpec:
         for q in qps:
             if not lo <= q <= hi:
                 raise InputError(f"codec {name!r}: {codec} QP must be in [{lo}, {hi}], got {q}")
+    elif point == "kbps":
+        from gfvc.codec import check_kbps
+
+        for q in qps:
+            check_kbps(q)
+        options["rate_points"] = "kbps"
     else:
         from gfvc.keyframe import keyframe_codec
         from gfvc.models import model_class
@@ -297,8 +307,14 @@ class Job:
     qp: int
 
     @property
+    def by_rate(self) -> bool:
+        """The rate point is a target rate in kbps (rate control), not a QP."""
+        return self.codec.options.get("rate_points") == "kbps"
+
+    @property
     def key(self) -> str:
-        return f"{self.sequence.stem}__{self.codec.name}__qp{self.qp}"
+        point = "kbps" if self.by_rate else "qp"
+        return f"{self.sequence.stem}__{self.codec.name}__{point}{self.qp}"
 
 
 def jobs(cfg: CtcConfig, shard: tuple[int, int] = (0, 1)) -> list[Job]:
@@ -398,7 +414,9 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
             checkpoint=o.get("checkpoint"),
             config=o.get("config"),
             qstep=o.get("qstep"),
-            qp=job.qp,
+            qp=None if job.by_rate else job.qp,
+            kbps=job.qp if job.by_rate else None,
+            base_layer=bool(o.get("base_layer", True)),
             keyframe_codec=o.get("keyframe_codec"),
             keyframe_format=o.get("keyframe_format", "yuv420"),
             coder=o.get("coder", "range"),

@@ -1,0 +1,192 @@
+"""The enhancement layer (issue 13): a low-resolution x265 base picture in every unit, fused
+with the animated key frame. Real clips from ../shared/data/faces, people the fusion network
+never saw in training."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, clip, clip_frames, run_cli
+from pytorch_msssim import ms_ssim
+
+from gfvc.bitstream import KEY, StreamHeader, open_packet, parse_stream
+from gfvc.bitstream.extension import enhancement_info, without_enhancement
+from gfvc.codec import (
+    Decoder,
+    Encoder,
+    EncodeSettings,
+    decode_frames,
+    encode_frames,
+    stream_report,
+)
+from gfvc.enhance import ENHANCE_FROM_KBPS, BaseLayerSettings, plan_layers
+from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
+from gfvc.errors import BitstreamError, InputError
+from gfvc.keyframe import keyframe_codec
+
+
+@pytest.fixture(scope="module")
+def model():
+    from gfvc.models import model_class
+
+    return model_class("landmark").create()
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return clip_frames("vr_1.mp4", 40)
+
+
+def _msssim(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    ta = torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float()
+    tb = torch.from_numpy(np.stack(b)).permute(0, 3, 1, 2).float()
+    return float(ms_ssim(ta, tb, data_range=255))
+
+
+def test_plan_features_only_at_the_bottom_then_a_base_that_grows():
+    assert plan_layers(4).base_size is None and plan_layers(4).generative_kbps == 4
+    low, high = plan_layers(8), plan_layers(20)
+    assert low.base_size == 64 and high.base_size == 128
+    for r, p in ((ENHANCE_FROM_KBPS, plan_layers(ENHANCE_FROM_KBPS)), (8, low), (20, high)):
+        assert p.generative_kbps + p.base_kbps == pytest.approx(r)
+        assert 2 <= p.generative_kbps <= 3
+
+
+def test_base_layer_one_picture_per_chunk_and_restarts(held_out):
+    enc, dec = BaseLayerEncoder(64, qp=30), BaseLayerDecoder(64)
+    chunks = [enc.encode(f, restart=i % 10 == 0) for i, f in enumerate(held_out[:20])]
+    out = [dec.decode(c, restart=i % 10 == 0) for i, c in enumerate(chunks)]
+    assert all(o.shape == (64, 64, 3) for o in out)
+    # a restart is an entry point: a fresh decoder from frame 10 gives the same pictures
+    fresh = BaseLayerDecoder(64)
+    again = [fresh.decode(c, restart=i == 0) for i, c in enumerate(chunks[10:])]
+    assert all(np.array_equal(a, b) for a, b in zip(again, out[10:], strict=True))
+    with pytest.raises(BitstreamError):
+        BaseLayerDecoder(64).decode(chunks[3])  # not at a start
+
+
+def test_fused_frames_beat_the_generative_layer_and_the_base(model, held_out):
+    model.reset()
+    gen = encode_frames(held_out, EncodeSettings(), Fraction(25), model=model)
+    enh = encode_frames(
+        held_out, EncodeSettings(base_size=128, base_qp=36), Fraction(25), model=model
+    )
+    g = list(decode_frames(gen, model=model))
+    e = list(decode_frames(enh, model=model))
+    rep = stream_report(enh)
+    assert rep.enhancement_bits > 0 and stream_report(gen).enhancement_bits == 0
+    assert rep.total_bits == (
+        rep.keyframe_bits + rep.feature_bits + rep.enhancement_bits + rep.overhead_bits
+    )
+    # the base alone, upscaled the way the decoder does
+    from gfvc.bitstream.format import split_enhancement
+    from gfvc.enhance.fusion import upscale
+
+    b = BaseLayerDecoder(128)
+    base = []
+    # the chunk follows a key unit's two info bytes and starts a feature unit's payload
+    for i, u in enumerate(parse_stream(enh).units):
+        pic = b.decode(split_enhancement(u[3:] if u[0] == KEY else u[1:], "unit")[0], i == 0)
+        t = torch.from_numpy(pic).permute(2, 0, 1)[None].float() / 255
+        base.append((upscale(t, 256)[0].permute(1, 2, 0) * 255).round().byte().numpy())
+    s_gen = _msssim(held_out[1:], g[1:])
+    s_enh = _msssim(held_out[1:], e[1:])
+    s_base = _msssim(held_out[1:], base[1:])
+    assert s_enh > s_gen + 0.01, (s_enh, s_gen)
+    assert s_enh > s_base, (s_enh, s_base)
+
+
+def test_every_key_unit_stays_an_entry_point(model, held_out):
+    model.reset()
+    data = encode_frames(
+        held_out[:30], EncodeSettings(base_size=64, base_qp=34, gop=10), Fraction(25), model=model
+    )
+    full = list(decode_frames(data, model=model))
+    parsed = parse_stream(data)
+    dec = Decoder(parsed.header, model)
+    tail = [dec.decode_unit(u) for u in parsed.units[20:]]
+    assert all(np.array_equal(a, b) for a, b in zip(tail, full[20:], strict=True))
+
+
+def test_damaged_base_picture_is_refused_until_the_next_key(model, held_out):
+    model.reset()
+    enc = Encoder(
+        model, keyframe_codec("svtav1", qp=45), gop=8, base_layer=BaseLayerSettings(64, qp=34)
+    )
+    packets = [enc.encode_frame(f) for f in held_out[:12]]
+    dec = Decoder(enc.header.to_bytes(), type(model).create())
+    for p in packets[:3]:
+        last = dec.receive(p)
+        assert last.decoded
+    unit, seq = open_packet(packets[3])
+    bad = bytearray(unit)
+    bad[2:8] = b"\x00\x00\x00\x01\xff\xff"  # the HEVC picture's first bytes, not the length
+    from gfvc.bitstream import pack_packet
+
+    got = dec.receive(pack_packet(bytes(bad), seq))
+    assert not got.decoded and got.needs_refresh
+    assert np.array_equal(got.frame, last.frame)  # the last good frame is held
+    shown = [dec.receive(p) for p in packets[4:]]
+    assert not any(s.decoded for s in shown[:4])  # frames 4-7 wait for the key at 8
+    assert all(s.decoded for s in shown[4:])
+
+
+def test_header_needs_its_settings_and_older_versions_refuse_the_flag(model):
+    enc = Encoder(model, keyframe_codec("svtav1"), base_layer=BaseLayerSettings(64, qp=34))
+    h = enc.header
+    assert h.enhanced and enhancement_info(h).size == 64
+    stripped = without_enhancement(h)
+    assert not stripped.enhanced and enhancement_info(stripped) is None
+    # flag bit 1 set but no extension tag 2: the header parses, the decoder refuses it
+    from dataclasses import replace
+
+    broken = replace(stripped, enhanced=True)
+    with pytest.raises(BitstreamError, match="enhancement"):
+        Decoder(broken.to_bytes(), model)
+    # a version-2 header with flag bit 1 is corrupt
+    raw = bytearray(h.to_bytes()[:-4])
+    raw[4] = 2
+    data = bytes(raw) + struct.pack(">I", zlib.crc32(bytes(raw)))
+    with pytest.raises(BitstreamError, match="flags"):
+        StreamHeader.parse(data)
+
+
+def test_settings_mistakes_are_one_line(tmp_path):
+    with pytest.raises(InputError):
+        BaseLayerSettings(100, qp=30)
+    with pytest.raises(InputError):
+        EncodeSettings(base_size=64)
+    with pytest.raises(InputError):
+        EncodeSettings(base_size=64, base_qp=30, kbps=8)
+    src = clip("vr_1.mp4")
+    for args, pattern in (
+        (["--base-size", "100", "--base-qp", "30"], "base-size"),
+        (["--base-size", "64"], "base-size and --base-qp"),
+        (["--base-size", "64", "--base-qp", "60"], "base-qp"),
+        (["--model", "mesh", "--base-size", "64", "--base-qp", "30"], "enhancement layer"),
+    ):
+        res = run_cli("encode", src, "-o", tmp_path / "x.gfv", "--frames", "3", *args)
+        assert_one_line_error(res, pattern)
+        assert not (tmp_path / "x.gfv").exists()
+
+
+def test_info_shows_the_share_and_export_says_it_drops_the_layer(tmp_path):
+    src = clip("vr_1.mp4")
+    out = tmp_path / "e.gfv"
+    res = run_cli(
+        "encode", src, "-o", out, "--frames", "20", "--base-size", "64", "--base-qp", "34"
+    )
+    assert res.exit_code == 0, res.output
+    info = run_cli("info", out).output
+    assert "enhancement" in info and "HEVC base layer 64x64" in info
+    res = run_cli("export", out, "-o", tmp_path / "e.265")
+    assert res.exit_code == 0 and "dropped" in res.output
+    back = tmp_path / "b.gfv"
+    assert run_cli("import", tmp_path / "e.265", "-o", back).exit_code == 0
+    assert "enhancement" not in run_cli("info", back).output
+    assert run_cli("decode", back, "-o", tmp_path / "b.mp4").exit_code == 0
