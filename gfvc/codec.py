@@ -135,6 +135,7 @@ class Encoder(_Closable):
             raise InputError(f"segment size must be 1..255 units, got {segment_units}")
         self.gop = gop
         fps = check_fps(fps)
+        self.burst_s = burst_s
         self.rate = (
             None
             if kbps is None
@@ -176,6 +177,23 @@ class Encoder(_Closable):
         if reason not in REASON:
             raise InputError(f"unknown key-frame reason {reason!r}")
         self._refresh = reason
+
+    def set_kbps(self, kbps: float) -> None:
+        """Change the target rate mid-stream (a live call's bandwidth estimate moved).
+
+        Starts rate control when the encoder had none (from the next frame on, with the
+        ``burst_s`` given at construction); the stream header is unaffected, so a receiver
+        never needs to know."""
+        self._check_open()
+        kbps = check_kbps(kbps)
+        if self.rate is None:
+            fps = self.header.fps
+            self.rate = _rate_controller(
+                kbps, fps, self.keyframe, self.burst_s, None, self.model.dim
+            )
+            self.rate.deadzone = self.deadzone
+        else:
+            self.rate.retarget(kbps)
 
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
