@@ -195,6 +195,16 @@ class Encoder(_Closable):
         else:
             self.rate.retarget(kbps)
 
+    def skip(self, frames: int = 1) -> None:
+        """``frames`` captured frames were dropped before coding (a live sender that fell
+        behind): rate control counts their time, so the budget keeps to the wall clock.
+        Packet sequence numbers stay contiguous: a drop is not a loss."""
+        self._check_open()
+        if frames < 0:
+            raise InputError(f"cannot skip {frames} frames")
+        if self.rate is not None:
+            self.rate.skipped(frames)
+
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
         return pack_packet(self.encode_unit(frame), self.frame_index - 1)

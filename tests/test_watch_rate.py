@@ -185,3 +185,24 @@ def test_set_kbps_moves_a_live_encoders_spend():
     second = sum(len(enc.encode_frame(f)) for f in frames[50:])
     assert second < first / 2, (first, second)
     assert len(enc.keys) >= 4
+
+
+def test_skipped_frames_count_as_time_for_the_budget():
+    """A live sender that drops every other frame still spends its rate per second."""
+    from conftest import ToyModel, moving_frames
+
+    frames = moving_frames(100, size=64)
+    spent = {}
+    for drop in (False, True):
+        enc = Encoder(ToyModel(64), keyframe_codec("x265"), kbps=16, watch=False)
+        enc.rate.max_period = 1.0
+        enc.rate.period_frames = 25
+        total = 0
+        for i, f in enumerate(frames):
+            if drop and i % 2:
+                enc.skip()
+                continue
+            total += len(enc.encode_frame(f))
+        spent[drop] = 8 * total / 4  # bits per second over the 4 s
+    assert enc.frame_index == 50  # sequence numbers count coded frames only
+    assert spent[True] > 0.6 * spent[False], spent

@@ -153,6 +153,12 @@ class RateController:
         self.period_frames = int(round(self.max_period * self.fps))
 
     # -- accounting
+    def skipped(self, frames: int) -> None:
+        """``frames`` captured frames were not coded (a live sender fell behind): their time
+        passed on the budget line with nothing spent."""
+        self.frames += frames
+        self._since_key += frames
+
     def after_key(self, bits: int) -> None:
         self.spent += bits + self.framing
         self.frames += 1
