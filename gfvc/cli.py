@@ -287,6 +287,137 @@ def decode(
     _run(body)
 
 
+@app.command()
+def animate(
+    source: Annotated[
+        Path,
+        typer.Argument(help="The face to animate: a still image, or a video (its first frame)."),
+    ],
+    driving: Annotated[Path, typer.Argument(help="The video whose motion drives it.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output video: .mp4, .y4m, .rgb or .yuv.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Motion model (landmark, fomm, fv2v, dac, hdac, rdac; cfte with --absolute)."
+        ),
+    ] = DEFAULT_MODEL,
+    absolute: Annotated[
+        bool,
+        typer.Option(
+            "--absolute",
+            help="Use the driving features as they are (default: relative, the driving video's change from its first frame applied to the source).",
+        ),
+    ] = False,
+    save_gfv: Annotated[
+        Path | None, typer.Option(help='Also keep the .gfv stream that was "sent".')
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option(min=2, help="Use only the first N driving frames.")
+    ] = None,
+    qp: KeyQp = None,
+    no_crop: Annotated[
+        bool, typer.Option("--no-crop", help="Source and driving are already aligned face crops.")
+    ] = False,
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Animate a face (another person, a painting, an avatar) with a driving video's motion,
+    through the ordinary encoder and decoder."""
+    from gfvc.animate import animate_file
+
+    def body() -> None:
+        with _progress(frames, quiet, "animate") as tick:
+            rep = animate_file(
+                source,
+                driving,
+                output,
+                model=model,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                config=str(config) if config else None,
+                device=device,
+                absolute=absolute,
+                frames=frames,
+                qp=qp,
+                crop=not no_crop,
+                save_gfv=save_gfv,
+                progress=tick,
+            )
+        if not quiet:
+            kept = f", stream {save_gfv}" if save_gfv else ""
+            typer.echo(f"{output}: {rep.frames} frames, {rep.kbps:.2f} kbps{kept}")
+
+    _run(body)
+
+
+@app.command()
+def edit(
+    input: Annotated[Path, typer.Argument(help="A .gfv bitstream (left unchanged).")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output video: .mp4, .y4m, .rgb or .yuv.")
+    ],
+    yaw: Annotated[
+        float | None, typer.Option(help="Turn the head by DEG degrees (left/right).")
+    ] = None,
+    pitch: Annotated[float | None, typer.Option(help="Tilt the head by DEG degrees (nod).")] = None,
+    roll: Annotated[float | None, typer.Option(help="Roll the head by DEG degrees.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="NAME=VALUE: put a component (see docs/edit.md); repeatable."),
+    ] = None,
+    add: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DELTA: add to a component; repeatable."),
+    ] = None,
+    from_: Annotated[
+        int | None, typer.Option("--from", min=0, help="First edited frame (0 = the first).")
+    ] = None,
+    to: Annotated[int | None, typer.Option(min=0, help="Last edited frame (inclusive).")] = None,
+    checkpoint: Checkpoint = None,
+    config: Config = None,
+    device: Device = "cpu",
+    audio_from: AudioFrom = None,
+    quiet: Quiet = False,
+) -> None:
+    """Decode a .gfv bitstream with its head pose or expression changed (landmark, fv2v)."""
+    from gfvc.edit import FeatureEdit, edit_file, parse_edit
+    from gfvc.interop import read_any
+
+    def body() -> None:
+        if from_ is not None and to is not None and from_ > to:
+            raise InputError(f"--from {from_} is after --to {to}")
+        stop = None if to is None else to + 1
+        edits = [
+            FeatureEdit(name, "add", deg, from_, stop)
+            for name, deg in (("yaw", yaw), ("pitch", pitch), ("roll", roll))
+            if deg is not None
+        ]
+        edits += [parse_edit(t, "set", from_, stop) for t in set_ or ()]
+        edits += [parse_edit(t, "add", from_, stop) for t in add or ()]
+        if not edits:
+            raise InputError("nothing to edit: give --yaw/--pitch/--roll, --set or --add")
+        data = read_any(input)
+        with _progress(None, quiet, "edit") as tick:
+            rep = edit_file(
+                data,
+                output,
+                edits,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                config=str(config) if config else None,
+                device=device,
+                progress=tick,
+                audio_from=audio_from,
+            )
+        if not quiet:
+            clamped = f", {rep.clamped} clamped to the trained range" if rep.clamped else ""
+            typer.echo(f"{output}: {rep.frames} frames, {rep.edited} edited{clamped}")
+
+    _run(body)
+
+
 def info_dict(path: Path) -> dict[str, Any]:
     from gfvc.bitstream import parse_stream
     from gfvc.bitstream.extension import no_face_spans

@@ -209,8 +209,11 @@ class Encoder(_Closable):
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""
         return pack_packet(self.encode_unit(frame), self.frame_index - 1)
 
-    def encode_unit(self, frame: np.ndarray) -> bytes:
-        """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it."""
+    def encode_unit(self, frame: np.ndarray, feature: np.ndarray | None = None) -> bytes:
+        """Code one frame; returns its unit (type byte + payload), as a .gfv file stores it.
+
+        ``feature`` (motion transfer, ``gfvc.animate``): code this feature vector instead of
+        the frame's own analysis, unless the frame becomes a key frame."""
         self._check_open()
         _check_frame(frame, self.model.size)
         reason = self._scheduled_key()
@@ -218,7 +221,11 @@ class Encoder(_Closable):
         if reason is None:
             assert self._predictor is not None
             deadzone = self.rate.deadzone if self.rate is not None else self.deadzone
-            q = self._predictor.residual(self.model.analyse(frame), deadzone)
+            if feature is None:
+                feature = self.model.analyse(frame)
+            elif np.shape(feature) != (self.model.dim,):
+                raise InputError(f"feature must have {self.model.dim} values")
+            q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
         if reason is not None:
             unit, predictor, key = self._key_unit(frame, reason)
@@ -405,6 +412,12 @@ class Decoder(_Closable):
         self._waiting = False  # receive(): a unit was lost or damaged, wait for a key
         self._last: np.ndarray | None = None
         self.trace: list[np.ndarray] | None = None
+        #: Frames decoded so far (since this decoder started; the next frame's index).
+        self.frame_index = 0
+        #: Receiver-side change of what is shown (``gfvc.edit``): (frame index, decoded
+        #: feature) -> the feature to render. The coded state never sees it; a key frame whose
+        #: feature it changes is rendered from the key instead of shown as decoded.
+        self.edit: Callable[[int, np.ndarray], np.ndarray] | None = None
 
     @property
     def needs_refresh(self) -> bool:
@@ -445,6 +458,7 @@ class Decoder(_Closable):
         else:
             frame = self._decode_key(data[1:])
         self._next_seq = None if seq is None else (seq + 1) & 0xFFFF
+        self.frame_index += 1
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())  # type: ignore[union-attr]
         return frame
@@ -453,6 +467,8 @@ class Decoder(_Closable):
         assert self._predictor is not None
         q = self.coder.decode(payload, commit=False)
         feature = check_feature(self._predictor.peek(q), self.model, "feature unit")
+        if self.edit is not None:
+            feature = self.edit(self.frame_index, feature)
         frame = self._synthesize(self._key_frame, self._key_feature, feature)
         self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
         self._predictor.update(q)
@@ -482,6 +498,10 @@ class Decoder(_Closable):
         self._predictor = predictor
         self._key_frame = frame
         self._key_feature = key_feature
+        if self.edit is not None:
+            shown = self.edit(self.frame_index, key_feature)
+            if not np.array_equal(shown, key_feature):
+                return self._synthesize(frame, key_feature, shown)
         return frame
 
     def _synthesize(self, key_frame, key_feature, feature) -> np.ndarray:
@@ -735,19 +755,21 @@ class FramePreparer:
 
 def stream_chunks(
     enc: Encoder,
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray | None]],
     progress: Callable[[int], None] | None = None,
     refresh_at: Container[int] = (),
 ) -> Iterator[bytes]:
-    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames``; the frames
-    numbered in ``refresh_at`` become key frames."""
+    """The bytes of a .gfv file, piece by piece, as ``enc`` codes ``frames`` (or (frame,
+    feature) pairs: ``Encoder.encode_unit``); the frames numbered in ``refresh_at`` become
+    key frames."""
     packer = SegmentPacker(enc.header.segment_units)
     yield enc.header.to_bytes()
     reasons = refresh_at if isinstance(refresh_at, Mapping) else {}
-    for i, frame in enumerate(frames):
+    for i, item in enumerate(frames):
         if i in refresh_at:
             enc.request_refresh(reasons.get(i, "request"))
-        yield packer.add(enc.encode_unit(frame))
+        frame, feature = item if isinstance(item, tuple) else (item, None)
+        yield packer.add(enc.encode_unit(frame, feature))
         if progress:
             progress(1)
     if packer.frames < 2:
