@@ -6,10 +6,8 @@ the model's own synthesis, exactly what a receiver applying the same edit would 
 Requests arrive faster than they render while a slider is dragged: only the newest waits,
 older ones are dropped.
 
-Names, ranges and the edit itself come from ``gfvc.edit`` (``editable_components``,
-``FeatureEdit``, ``apply_edits``) when the package has it; otherwise from a small fallback
-here with the same interface (the landmark model's pose in degrees and named expressions,
-ranges a few standard deviations wide).
+Names, ranges (what the model met in training) and the edit itself come from
+``gfvc.edit``, the same code ``gfvc edit`` applies to decoded streams.
 """
 
 from __future__ import annotations
@@ -17,50 +15,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from gfvc.codec import build_model
+from gfvc.edit import FeatureEdit, apply_edits, editable_components
 from gfvc.errors import InputError
 from gfvc.serve.media import Latest, Stopped, Worker, jpeg_b64
 
-try:  # the shared edit module (branch anim); the fallback below has the same interface
-    from gfvc.edit import FeatureEdit, apply_edits, editable_components
-except ImportError:  # pragma: no cover - depends on which branches are merged
-
-    @dataclass(frozen=True)
-    class FeatureEdit:  # type: ignore[no-redef]
-        name: str
-        op: Literal["set", "add"]
-        value: float
-        start: int | None = None
-        stop: int | None = None
-
-    _FALLBACK_SPAN = {"yaw": 40.0, "pitch": 25.0, "roll": 25.0}
-
-    def editable_components(model) -> dict[str, tuple[float, float]]:  # type: ignore[no-redef]
-        """Pose (degrees) and the named expression components of the landmark model."""
-        if model.name != "landmark":
-            raise InputError(f"the {model.name!r} model has no named pose or expression")
-        from gfvc.models.faceshape import NAMED
-
-        out = {k: (-v, v) for k, v in _FALLBACK_SPAN.items()}
-        return out | dict.fromkeys(NAMED, (-20.0, 20.0))
-
-    def apply_edits(model, vector, edits, index):  # type: ignore[no-redef]
-        out = np.array(vector, dtype=np.float64, copy=True)
-        allowed = editable_components(model)
-        for e in edits:
-            i = model.feature_names.index(e.name)
-            x = e.value if e.op == "set" else out[i] + e.value
-            out[i] = min(max(x, allowed[e.name][0]), allowed[e.name][1])
-        return out
-
 
 def parse_values(values: object, allowed: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """The page's slider values, checked: known names, finite numbers (InputError else)."""
+    """The page's slider values, checked (known names, finite numbers: InputError else) and
+    held inside each component's range."""
     if not isinstance(values, dict):
         raise InputError("edit values must be an object of name: number")
     out = {}
@@ -69,7 +35,8 @@ def parse_values(values: object, allowed: dict[str, tuple[float, float]]) -> dic
             raise InputError(f"unknown edit component {name!r}")
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise InputError(f"edit value of {name} must be a finite number")
-        out[name] = float(v)
+        lo, hi = allowed[name]
+        out[name] = min(max(float(v), lo), hi)  # a slider's rounding may step just past an end
     return out
 
 
@@ -85,7 +52,10 @@ class KeyEditor:
         side = self.model.key_side_info(self.feature)  # the landmarks a receiver would get
         self.model.load_key_side_info(side, self.feature)
         names = list(self.model.feature_names)  # type: ignore[attr-defined]
-        self.values = {n: float(self.feature[names.index(n)]) for n in self.components}
+        # where the sliders start: the key frame's own values, inside the allowed ranges
+        self.values = parse_values(
+            {n: float(self.feature[names.index(n)]) for n in self.components}, self.components
+        )
 
     def render(self, values: dict[str, float]) -> np.ndarray:
         edits = [FeatureEdit(n, "set", v) for n, v in values.items()]

@@ -254,7 +254,7 @@ function onEditReady(m) {
   const rows = [];
   for (const [name, [lo, hi]] of Object.entries(m.components)) {
     const input = Object.assign(document.createElement("input"), {
-      type: "range", min: Math.min(lo, m.values[name]), max: Math.max(hi, m.values[name]),
+      type: "range", min: lo, max: hi,
       step: (hi - lo) / 200, value: m.values[name], id: `edit-${name}`,
     });
     const out = Object.assign(document.createElement("output"), { textContent: (+input.value).toFixed(1) });
