@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
-from starlette.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from gfvc.bitstream import KEY, open_packet  # noqa: E402
@@ -322,3 +325,59 @@ def test_hello_lists_the_packaged_samples(client):
     assert hello["type"] == "hello" and "sample" in hello["samples"]
     assert hello["limits"] == {"upload_mb": 1.0, "seconds": 10}
     assert json.dumps(hello)  # plain JSON
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_serve_command_mistakes_are_one_line_errors():
+    import socket
+
+    from conftest import assert_one_line_error, run_cli
+
+    assert_one_line_error(run_cli("serve", "--port", "99999"), "--port")
+    assert_one_line_error(run_cli("serve", "--model", "nope"), "unknown model")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_one_line_error(run_cli("serve", "--port", port), "cannot listen")
+
+
+def test_serve_command_serves_the_page_and_stops_cleanly_on_ctrl_c(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from gfvc.serve.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gfvc", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
+        for _ in range(600):  # until uvicorn listens
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert page.status_code == 200 and "app.js" in page.text
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
