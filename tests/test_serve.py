@@ -124,15 +124,16 @@ def test_sessions_still_open_at_shutdown_are_removed(tmp_root):
 
     from gfvc.serve.server import ServerThread
 
-    app = create_app(tmp_root=str(tmp_root))
-    with ServerThread(app) as url:
-        ws = connect(url.replace("http", "ws") + "/ws")
+    server = ServerThread(create_app(tmp_root=str(tmp_root)))
+    url = server.__enter__()
+    with connect(url.replace("http", "ws") + "/ws") as ws:
         sid = json.loads(ws.recv(timeout=30))["session"]
         res = httpx.post(f"{url}/upload?session={sid}", content=sample_path().read_bytes())
         assert res.status_code == 200, res.text
         assert len(list(tmp_root.rglob("upload-*"))) == 1
-    assert list(tmp_root.iterdir()) == []  # the server stopped with the tab still open
-    ws.close()
+        server.__exit__(None, None, None)  # the server stops with the tab still open
+        assert not server.thread.is_alive()
+        assert list(tmp_root.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- the call

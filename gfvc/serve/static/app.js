@@ -141,7 +141,7 @@ function onFrame(m) {
   $("original").src = `data:image/jpeg;base64,${m.original}`;
   $("decoded").src = `data:image/jpeg;base64,${m.decoded}`;
   const recent = call.history.filter((h) => h.t > m.t - 1);
-  const kbpsNow = (8 * recent.reduce((s, h) => s + h.bytes, 0)) / 1000 / Math.min(1, call.t);
+  const kbpsNow = (8 * recent.reduce((s, h) => s + h.bytes, 0)) / 1000;   // over 1 s
   const span = (call.arrivals[call.arrivals.length - 1] - call.arrivals[0]) / 1000;
   $("kbps").textContent = ((8 * call.bytes) / 1000 / call.t).toFixed(2);
   $("kbps-now").textContent = kbpsNow.toFixed(2);
