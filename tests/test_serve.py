@@ -165,6 +165,43 @@ def test_a_live_call_sends_real_packets_and_counts_their_bytes(client):
         assert base64.b64decode(frames[-1][key])[:2] == b"\xff\xd8"  # JPEG pictures
 
 
+def test_an_uploaded_real_clip_goes_through_a_call(tmp_root):
+    """A portrait 720x1080 camera clip: checked, tracked, cropped and coded live."""
+    from conftest import clip
+
+    path = clip("lp_s13.mp4")  # 103 frames at 25 fps
+    with TestClient(create_app(tmp_root=str(tmp_root))) as c, c.websocket_connect("/ws") as ws:
+        sid = ws.receive_json()["session"]
+        res = _upload(c, sid, path.read_bytes(), path.name)
+        assert res.status_code == 200, res.text
+        assert (res.json()["width"], res.json()["height"]) == (720, 1080)
+        ws.send_json({"type": "start", "source": "upload", "upload": "u1", "loop": False})
+        started, _ = _until(ws, "started")
+        ended, before = _until(ws, "ended")
+    frames = [m for m in before if m["type"] == "frame"]
+    assert started["fps"] == 25 and started["size"] == 256
+    assert ended["reason"] == "finished" and ended["frames"] + ended["dropped"] == 103
+    assert frames[0]["kind"] == "k" and not any(f["problem"] for f in frames)
+
+
+def test_an_upload_without_a_face_ends_its_call_with_a_message(client, tmp_path):
+    from conftest import moving_frames, write_video
+
+    path = write_video(tmp_path / "squares.mp4", moving_frames(20, size=128))
+    with client.websocket_connect("/ws") as ws:
+        sid = ws.receive_json()["session"]
+        assert _upload(client, sid, path.read_bytes()).status_code == 200
+        ws.send_json({"type": "start", "source": "upload", "upload": "u1", "loop": False})
+        err, _ = _until_error(ws)
+        assert "no face" in err["message"]
+        ended, _ = _until(ws, "ended")
+        assert ended["reason"] == "error"
+        ws.send_json({"type": "start", "source": "sample", "loop": False})  # the tab goes on
+        _until(ws, "frame")
+        ws.send_json({"type": "stop"})
+        _until(ws, "ended")
+
+
 def test_the_rate_slider_reaches_the_encoder(client):
     with client.websocket_connect("/ws") as ws:
         ws.receive_json()
