@@ -567,7 +567,7 @@ def serve(
 
     def body() -> None:
         try:
-            from gfvc.serve.app import create_app
+            from gfvc.serve.app import LOOPBACK_NAMES, create_app
             from gfvc.serve.media import Limits
             from gfvc.serve.server import check_port
             from gfvc.serve.server import serve as run_server
@@ -577,14 +577,16 @@ def serve(
 
         model_class(model)  # an unknown name fails here, not in the first call
         check_port(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        loopback = host in ("127.0.0.1", "localhost", "::1")
         app_ = create_app(
             model=model,
             checkpoint=str(checkpoint) if checkpoint else None,
             limits=Limits(max_mb=max_upload_mb, max_seconds=max_seconds),
+            allowed_hosts=LOOPBACK_NAMES if loopback else None,
         )
-        shown = f"[{host}]" if ":" in host else host
         typer.echo(f"gfvc serve: open http://{shown}:{port}/ (Ctrl-C stops)")
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not loopback:
             typer.echo(f"note: anyone who can reach {host}:{port} can use this server", err=True)
         try:
             run_server(app_, host, port)

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -100,6 +100,38 @@ def parse_message(text: str) -> dict:
         if isinstance(v, float) and not math.isfinite(v):
             raise Malformed(f"{msg['type']}.{key} is not a finite number")
     return msg
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port: 'localhost:8000' -> 'localhost'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI wrapper: requests whose Host is not one of ``allowed`` are refused (HTTP 400,
+    WebSocket close 1008). Against DNS rebinding: a site whose name an attacker points at
+    127.0.0.1 reaches the server with its own name as Host and is turned away."""
+
+    def __init__(self, app, allowed: tuple[str, ...] | None) -> None:
+        self.app = app
+        self.allowed = None if allowed is None else {a.lower() for a in allowed}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.allowed is None or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if host_name(host) in self.allowed:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": POLICY})
+            return
+        await PlainTextResponse("unexpected Host", status_code=400)(scope, receive, send)
 
 
 def _same_origin(ws: WebSocket) -> bool:
@@ -208,8 +240,11 @@ def create_app(
     checkpoint: str | None = None,
     limits: Limits | None = None,
     tmp_root: str | None = None,
-) -> Starlette:
-    """The ASGI app. ``tmp_root``: where session folders go (default: the system's)."""
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES,
+) -> HostCheck:
+    """The ASGI app. ``tmp_root``: where session folders go (default: the system's);
+    ``allowed_hosts``: names the page may be reached by (None: any, for a server bound to a
+    network address)."""
     limits = limits or Limits()
     config = {"model": model, "checkpoint": checkpoint}
     sessions: dict[str, Session] = {}
@@ -290,7 +325,9 @@ def create_app(
     )
     app.state.sessions = sessions
     app.state.limits = limits
-    return app
+    checked = HostCheck(app, allowed_hosts)
+    checked.state = app.state  # type: ignore[attr-defined]
+    return checked
 
 
 def _hello(session: Session, limits: Limits) -> dict:

@@ -155,6 +155,9 @@ class LiveCall(Worker):
                     self.stats.seconds = cap.t + interval
                     carry = carry or cap.refresh
                     continue
+            if cap.skipped:  # camera frames the encoder was too busy to take
+                self.stats.dropped += cap.skipped
+                enc.skip(cap.skipped)
             self._apply_rate(enc)
             if cap.refresh or carry:
                 enc.request_refresh(cap.refresh or carry)  # type: ignore[arg-type]

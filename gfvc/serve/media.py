@@ -200,6 +200,7 @@ class Captured:
     t: float  # capture time on the call's clock, seconds from its start
     refresh: str | None = None  # the crop jumped here: this must be a key frame
     arrived: float | None = None  # camera frames: when it reached the server (its clock)
+    skipped: int = 0  # camera frames replaced unread by this one (the encoder was busy)
 
 
 class _StoppablePreparer(FramePreparer):
@@ -268,10 +269,13 @@ class CameraSource:
 
     def frames(self) -> Iterator[Captured]:
         start = None
+        replaced = 0
         while True:
             data, arrived = self.inbox.get()
             start = arrived if start is None else start
-            yield Captured(self._crop(decode_jpeg(data)), arrived - start, arrived=arrived)
+            skipped, replaced = self.inbox.replaced - replaced, self.inbox.replaced
+            frame = self._crop(decode_jpeg(data))
+            yield Captured(frame, arrived - start, arrived=arrived, skipped=skipped)
 
     def _crop(self, rgb: np.ndarray) -> np.ndarray:
         from gfvc.errors import NoFaceError

@@ -151,7 +151,7 @@ function onFrame(m) {
   $("frames").textContent = call.frames;
   $("keys").textContent = call.keys;
   $("bytes").textContent = call.bytes;
-  $("seconds").textContent = call.t.toFixed(2);
+  $("seconds").textContent = call.t.toFixed(3);
   $("codec-ms").textContent = `${m.encode_ms.toFixed(0)} / ${m.decode_ms.toFixed(0)}`;
   if (m.problem) showMessage(`receiver: ${m.problem}`);
   call.history[call.history.length - 1].kbps = kbpsNow;
