@@ -267,14 +267,19 @@ def test_a_camera_call_encodes_the_frames_the_page_sends(client):
         ws.receive_json()
         ws.send_json({"type": "start", "source": "camera", "fps": 10})
         _until(ws, "started")
+        blank = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
+        ws.send_bytes(blank)  # nobody in view: the call waits
+        assert "waiting for a face" in _until(ws, "status")[0]["message"]
+        ws.send_bytes(pictures[0])
+        assert "face found" in _until(ws, "status")[0]["message"]
         got = []
-        for p in pictures:  # one at a time, as a slow camera would
+        for p in pictures[1:]:  # one at a time, as a slow camera would
             ws.send_bytes(p)
             got.append(_until(ws, "frame")[0])
         ws.send_bytes(b"not a jpeg")
         err, _ = _until_error(ws)
         assert "not a JPEG" in err["message"]
-    assert [g["kind"] for g in got[:1]] == ["k"] and len(got) == len(pictures)
+    assert [g["kind"] for g in got[:1]] == ["k"] and len(got) == len(pictures) - 1
 
 
 # ----------------------------------------------------------------------------- protocol

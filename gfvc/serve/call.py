@@ -83,6 +83,8 @@ class LiveCall(Worker):
     ) -> None:
         super().__init__(send)
         self.source = source
+        if isinstance(source, CameraSource):
+            source.notify = self._emit
         self.model_name, self.checkpoint = model, checkpoint
         self.kbps = None if kbps is None else check_kbps(kbps)
         self.stop_event = stop or threading.Event()

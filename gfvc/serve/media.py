@@ -252,8 +252,8 @@ class ClipSource:
 
 class CameraSource:
     """Frames the page captures from a webcam and sends up the socket (JPEG bytes), at
-    the rate they arrive; the newest wins when the encoder is busy. The face is located
-    once, in the first frame (the centred square when none is found)."""
+    the rate they arrive; the newest wins when the encoder is busy. The call starts once a
+    face is in view (the key frame needs one); its square is then held for the call."""
 
     paced = False
 
@@ -262,31 +262,42 @@ class CameraSource:
         self.inbox: Latest[tuple[bytes, float]] = Latest()
         self._clock = clock
         self.size = size
-        self._box = None
+        self.notify: Callable[[dict], None] = lambda msg: None  # status lines for the page
 
     def push(self, data: bytes) -> None:
         self.inbox.put((data, self._clock()))
 
     def frames(self) -> Iterator[Captured]:
+        from gfvc.io import crop_and_resize
+
+        box = self._wait_for_face()
         start = None
-        replaced = 0
+        replaced = self.inbox.replaced
         while True:
             data, arrived = self.inbox.get()
             start = arrived if start is None else start
             skipped, replaced = self.inbox.replaced - replaced, self.inbox.replaced
-            frame = self._crop(decode_jpeg(data))
+            frame = crop_and_resize(decode_jpeg(data), box, self.size)
             yield Captured(frame, arrived - start, arrived=arrived, skipped=skipped)
 
-    def _crop(self, rgb: np.ndarray) -> np.ndarray:
+    def _wait_for_face(self):  # -> CropBox
+        """The head square of the first frame that shows a face (frames before it are not
+        sent: there is nothing to animate yet)."""
         from gfvc.errors import NoFaceError
-        from gfvc.io import crop_and_resize, find_face_crop
+        from gfvc.io import find_face_crop
 
-        if self._box is None:
+        told = False
+        while True:
+            data, _ = self.inbox.get()
             try:
-                self._box = find_face_crop([rgb])
+                box = find_face_crop([decode_jpeg(data)])
             except NoFaceError:
-                self._box = False  # centred square from now on
-        return crop_and_resize(rgb, self._box or None, self.size)
+                if not told:
+                    self.notify({"type": "status", "message": "waiting for a face in view"})
+                    told = True
+                continue
+            self.notify({"type": "status", "message": "face found: the call starts"})
+            return box
 
     def interrupt(self) -> None:
         self.inbox.close()

@@ -40,6 +40,7 @@ function onMessage(m) {
     case "ended": onStats(m); setRunning(false); stopCamera();
       $("status").textContent = `call ended (${m.reason})`; return;
     case "error": return showMessage(m.message);
+    case "status": $("status").textContent = m.message; return;
     case "edit_ready": return onEditReady(m);
     case "edit_frame": return onEditFrame(m);
   }
