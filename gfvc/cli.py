@@ -576,6 +576,55 @@ def models() -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps it to this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: Annotated[str, typer.Option(help="Motion model (see `gfvc models`).")] = DEFAULT_MODEL,
+    checkpoint: Checkpoint = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.1, max=10_000, help="Largest upload accepted, in MB.")
+    ] = 50.0,
+    max_seconds: Annotated[
+        float, typer.Option(min=1, max=36_000, help="Longest upload accepted, in seconds.")
+    ] = 60.0,
+) -> None:
+    """A live call and a key-frame editor in the browser (a local web page; Ctrl-C stops)."""
+
+    def body() -> None:
+        try:
+            from gfvc.serve.app import LOOPBACK_NAMES, create_app
+            from gfvc.serve.media import Limits
+            from gfvc.serve.server import check_port
+            from gfvc.serve.server import serve as run_server
+        except ImportError as e:
+            raise InputError(f"gfvc serve needs {e.name}: reinstall gfvc's dependencies") from None
+        from gfvc.models import model_class
+
+        model_class(model)  # an unknown name fails here, not in the first call
+        check_port(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        app_ = create_app(
+            model=model,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            limits=Limits(max_mb=max_upload_mb, max_seconds=max_seconds),
+            allowed_hosts=LOOPBACK_NAMES if loopback else None,
+        )
+        typer.echo(f"gfvc serve: open http://{shown}:{port}/ (Ctrl-C stops)")
+        if not loopback:
+            typer.echo(f"note: anyone who can reach {host}:{port} can use this server", err=True)
+        try:
+            run_server(app_, host, port)
+        except KeyboardInterrupt:  # uvicorn has already shut down cleanly
+            pass
+        typer.echo("gfvc serve: stopped")
+
+    _run(body)
+
+
+@app.command()
 def demo(
     input: Annotated[
         Path | None, typer.Argument(help="A face video (default: the built-in sample).")

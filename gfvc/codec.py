@@ -58,6 +58,7 @@ from gfvc.bitstream.format import (
 from gfvc.control.rate import KBPS_RANGE, RateController
 from gfvc.control.watch import REASON, Watch, WatchSettings
 from gfvc.enhance import (
+    ENHANCE_FLOOR_KBPS,
     BaseLayerEncoder,
     BaseLayerSettings,
     EnhancementDecoder,
@@ -154,6 +155,7 @@ class Encoder(_Closable):
         self.gop = gop
         fps = check_fps(fps)
         self.plan, base = _layer_plan(model, kbps, base_layer)
+        self.burst_s = burst_s
         self.rate = (
             None
             if kbps is None
@@ -206,6 +208,38 @@ class Encoder(_Closable):
         if reason not in REASON:
             raise InputError(f"unknown key-frame reason {reason!r}")
         self._refresh = reason
+
+    def set_kbps(self, kbps: float) -> None:
+        """Change the target rate mid-stream (a live call's bandwidth estimate moved).
+
+        Starts rate control when the encoder had none (from the next frame on, with the
+        ``burst_s`` given at construction); the stream header is unaffected, so a receiver
+        never needs to know."""
+        self._check_open()
+        kbps = check_kbps(kbps)
+        if self.rate is None:
+            fps = self.header.fps
+            self.rate = _rate_controller(
+                kbps, fps, self.keyframe, self.burst_s, None, self.model.dim
+            )
+            self.rate.deadzone = self.deadzone
+        else:
+            self.rate.retarget(kbps)
+        if self._base is not None and self._base.kbps is not None:
+            # the header fixed the base layer's size; its share follows from the next key on
+            base_kbps = plan_layers(kbps).base_kbps or ENHANCE_FLOOR_KBPS
+            self._base.set_target(kbps=BASE_AIM * base_kbps)
+            self.rate.base_bits = 1000 * base_kbps / float(self.header.fps)
+
+    def skip(self, frames: int = 1) -> None:
+        """``frames`` captured frames were dropped before coding (a live sender that fell
+        behind): rate control counts their time, so the budget keeps to the wall clock.
+        Packet sequence numbers stay contiguous: a drop is not a loss."""
+        self._check_open()
+        if frames < 0:
+            raise InputError(f"cannot skip {frames} frames")
+        if self.rate is not None:
+            self.rate.skipped(frames)
 
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Code one frame; returns its live packet (``gfvc.bitstream.open_packet``)."""

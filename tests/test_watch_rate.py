@@ -141,3 +141,61 @@ def test_info_lists_every_reference(model, two_people, tmp_path):
     assert [r["reason"] for r in refs][:2] == ["start", "cut"]
     assert all(r["picture_bits"] > 0 and r["qp"] == 40 for r in refs)
     assert "reference at frame" in run_cli("info", tmp_path / "x.gfv").output
+
+
+def test_retarget_carries_at_most_a_second_of_balance():
+    rc = RateController(8, 25, (0, 63))
+    for _ in range(50):  # two seconds spending nothing: 16 kbit unspent
+        rc.after_feature(0)
+    rc.retarget(2)
+    # the line now runs at 2 kbps; of the 16 kbit saved only one second (2 kbit) carries over
+    assert rc.budget_until(0) == pytest.approx(2000)
+    assert rc.budget_until(25) == pytest.approx(4000)
+    rc.spent += 100_000  # a huge overspend at the new rate: the debt is capped the same way
+    rc.retarget(4)
+    assert rc.budget_until(0) == pytest.approx(-4000)
+    with pytest.raises(ValueError):
+        rc.retarget(0)
+
+
+def test_set_kbps_moves_a_live_encoders_spend():
+    """A call's rate slider: the same moving picture at 64 then 4 kbps spends less after."""
+    from conftest import ToyModel, moving_frames
+
+    from gfvc.errors import InputError
+
+    frames = moving_frames(100, size=64)
+    enc = Encoder(ToyModel(64), keyframe_codec("x265"), gop=25, watch=False)
+    assert enc.rate is None
+    with pytest.raises(InputError, match="kbps"):
+        enc.set_kbps(-1)
+    enc.set_kbps(64)
+    assert enc.rate is not None
+    enc.rate.max_period = 1.0  # a key frame each second, so both halves contain two
+    enc.rate.period_frames = 25
+    first = sum(len(enc.encode_frame(f)) for f in frames[:50])
+    enc.set_kbps(4)
+    second = sum(len(enc.encode_frame(f)) for f in frames[50:])
+    assert second < first / 2, (first, second)
+    assert len(enc.keys) >= 4
+
+
+def test_skipped_frames_count_as_time_for_the_budget():
+    """A live sender that drops every other frame still spends its rate per second."""
+    from conftest import ToyModel, moving_frames
+
+    frames = moving_frames(100, size=64)
+    spent = {}
+    for drop in (False, True):
+        enc = Encoder(ToyModel(64), keyframe_codec("x265"), kbps=16, watch=False)
+        enc.rate.max_period = 1.0
+        enc.rate.period_frames = 25
+        total = 0
+        for i, f in enumerate(frames):
+            if drop and i % 2:
+                enc.skip()
+                continue
+            total += len(enc.encode_frame(f))
+        spent[drop] = 8 * total / 4  # bits per second over the 4 s
+    assert enc.frame_index == 50  # sequence numbers count coded frames only
+    assert spent[True] > 0.6 * spent[False], spent

@@ -140,7 +140,29 @@ class RateController:
         frames = int(bits / spare)
         self.period_frames = max(int(self.fps), min(frames, int(self.max_period * self.fps)))
 
+    def retarget(self, kbps: float) -> None:
+        """Follow a new target from now on (a live call's rate changed mid-stream).
+
+        The line keeps its history: what was under- or overspent so far carries over, at most
+        one second of the new rate either way, so a slider moved down after a key frame does
+        not starve the next seconds, and one moved up does not flood them. The refresh period
+        is planned again at the next key frame."""
+        if not KBPS_RANGE[0] <= kbps <= KBPS_RANGE[1]:
+            raise ValueError(f"target rate {kbps} kbps outside {KBPS_RANGE}")
+        new = kbps * 1000.0
+        balance = self.rate * self.frames / self.fps - self.spent  # unspent so far (bits)
+        balance = min(max(balance, -new), new)
+        self.rate = new
+        self.spent = new * self.frames / self.fps - balance
+        self.period_frames = int(round(self.max_period * self.fps))
+
     # -- accounting
+    def skipped(self, frames: int) -> None:
+        """``frames`` captured frames were not coded (a live sender fell behind): their time
+        passed on the budget line with nothing spent."""
+        self.frames += frames
+        self._since_key += frames
+
     def after_key(self, bits: int) -> None:
         self.spent += bits + self.framing
         self.frames += 1

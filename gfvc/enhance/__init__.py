@@ -24,6 +24,8 @@ from gfvc.errors import BitstreamError, CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
 ENHANCE_FROM_KBPS = 7.0  # a 64x64 base picture costs at least ~110 bits: 2.8 kbps at 25 fps
+#: The least a base layer can be asked to spend (kbps): its pictures' floor at 64x64.
+ENHANCE_FLOOR_KBPS = 3.0
 #: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
 LARGE_BASE_FROM_KBPS = 10.0
 
