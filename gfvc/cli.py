@@ -1069,6 +1069,13 @@ def train(
     cache_dir: Annotated[
         str | None, typer.Option(help="Where the cropped training clips are cached.")
     ] = None,
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            "--fusion",
+            help="Train the enhancement layer's fusion network instead (configs/train_fusion.yaml).",
+        ),
+    ] = False,
     export_only: Annotated[
         bool, typer.Option("--export-only", help="Only export the run's last checkpoint.")
     ] = False,
@@ -1081,6 +1088,12 @@ def train(
     from gfvc.train.trainer import train as run_training
 
     def body() -> None:
+        if fusion:
+            from gfvc.train.fusion import train_fusion_from_config
+
+            out = train_fusion_from_config(config, log=lambda s: typer.echo(s, err=True))
+            typer.echo(f"weights: {out} (copy to gfvc/data/fusion.pt to ship them)")
+            return
         cfg = TrainConfig.load(
             config, run_dir=run_dir, steps=steps, time_limit_min=time_limit, cache_dir=cache_dir
         )

@@ -184,4 +184,73 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-_ = Fraction  # data building (codec-side) lives in build_fusion_data below
+def build_fusion_data(
+    cache: Path,
+    out: Path,
+    clips: list[str],
+    frames: int = 100,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> None:
+    """One ``out/CLIP.npz`` per cached clip (skipped when present): the original frames, the
+    mesh warp the decoder renders from the coded features (the key frame at a random QP of
+    32/40/48), and the clip coded by x265 low delay at every size and QP of
+    ``TRAIN_BASES`` (decoded pictures, ``bN_QP``, and bits per frame, ``bitsN_QP``)."""
+    from gfvc.codec import EncodeSettings, build_model, decode_frames, encode_frames
+    from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
+    from gfvc.train.data import load_clip
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for name in clips:
+        qp = rng.choice([32, 40, 48])
+        f = out / f"{name}.npz"
+        if f.exists():
+            continue
+        gt = np.asarray(load_clip(cache, name).frames[:frames])
+        if len(gt) < 20:
+            continue
+        model = build_model("landmark")
+        data = encode_frames(list(gt), EncodeSettings(qp=qp), Fraction(25), model=model)
+        model.refiner = None  # the fusion network takes the mesh warp
+        arrays: dict[str, np.ndarray] = {
+            "gt": gt,
+            "warp": np.stack(list(decode_frames(data, model=model))),
+        }
+        for size, qps in TRAIN_BASES.items():
+            for q in qps:
+                enc, dec = BaseLayerEncoder(size, qp=q), BaseLayerDecoder(size)
+                chunks = [enc.encode(x, restart=i == 0) for i, x in enumerate(gt)]
+                arrays[f"b{size}_{q}"] = np.stack(
+                    [dec.decode(c, restart=i == 0) for i, c in enumerate(chunks)]
+                )
+                arrays[f"bits{size}_{q}"] = np.array([8 * len(c) for c in chunks])
+        tmp = out / f".{name}.part.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, f)
+        log(f"fusion data: {name} ({len(gt)} frames, key QP {qp})")
+
+
+def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None] = print) -> Path:
+    """``gfvc train --fusion CONFIG``: build the data (identity split of the landmark
+    trainer: the same people are held out) and train."""
+    import yaml
+
+    from gfvc.errors import InputError
+    from gfvc.train.trainer import TrainConfig, split_clips
+
+    d = yaml.safe_load(Path(path).read_text()) if path else {}
+    if not isinstance(d, dict):
+        raise InputError(f"{path} must be a YAML mapping of settings")
+    landmark = TrainConfig.load(d.pop("landmark_config", "configs/train_landmark.yaml"))
+    unknown = set(d) - set(FusionTrainConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+    cfg = FusionTrainConfig(**d)
+    cache = Path(landmark.cache_dir).expanduser()
+    train, val = split_clips(landmark, cache)
+    data = Path(cfg.data_dir).expanduser()
+    build_fusion_data(cache, data / "train", train, log=log)
+    build_fusion_data(cache, data / "val", val, log=log)
+    cfg.data_dir = str(data / "train")
+    return train_fusion(cfg, val_dir=data / "val", log=log)
