@@ -352,6 +352,38 @@ class FftConv3d:
         return (y + self.bias.view(1, -1, 1, 1, 1)).to(x.dtype)
 
 
+@dataclass
+class DepthFoldedConv2d:
+    """FV2V's occlusion convolution: a k x k 2-D convolution ("same" padding) of the (C*D)-channel
+    view of a (1, C, D, H, W) volume, computed as one matrix product per depth plane (the k*k
+    tap maps of every output channel) summed over depth, then the tap maps added in place by
+    ``F.fold``. ~10x faster on CPU than the 1792-channel direct convolution, and it reads the
+    volume in the channels-last layout the 3-D Winograd convolutions leave it in.
+    """
+
+    weight: torch.Tensor  # (D, C, Cout * k * k), taps reversed so that fold sums them in place
+    bias: torch.Tensor  # (Cout,)
+    kernel: int
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, depth: int) -> DepthFoldedConv2d:
+        cout, cd, k = conv.weight.shape[:3]
+        w = conv.weight.flip(-2, -1).reshape(cout, cd // depth, depth, k * k)
+        w = w.permute(2, 1, 0, 3).reshape(depth, cd // depth, cout * k * k).contiguous()
+        bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(cout)
+        return cls(w, bias.detach().clone(), k)
+
+    def applies(self, x: torch.Tensor) -> bool:
+        return x.dim() == 5 and x.shape[0] == 1 and x.shape[1:3] == self.weight.shape[1::-1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, d, h, w = x.shape
+        planes = x[0].permute(1, 2, 3, 0).reshape(d, h * w, c)
+        taps = torch.bmm(planes, self.weight).sum(0)  # (H * W, Cout * k * k)
+        out = F.fold(taps.t().unsqueeze(0), (h, w), self.kernel, padding=self.kernel // 2)
+        return out + self.bias.view(1, -1, 1, 1)
+
+
 class Fv2vDenseMotion(Fusable):
     """3-D dense motion + occlusion from canonical-space keypoint pairs."""
 
@@ -390,6 +422,7 @@ class Fv2vDenseMotion(Fusable):
         self.mask_floor = 1e-3
         self.reshape_depth = reshape_depth
         self.mask_fft: FftConv3d | None = None
+        self.occlusion_fast: DepthFoldedConv2d | None = None
 
     def fuse(self, enabled: bool, channels_last: bool) -> None:
         k = self.mask.kernel_size[0]
@@ -397,6 +430,15 @@ class Fv2vDenseMotion(Fusable):
         self.mask_fft = None
         if enabled and wide:
             self.mask_fft = FftConv3d.of(self.mask.weight, self.mask.bias, self.reshape_depth)
+        occ = self.occlusion
+        plain = (
+            occ is not None
+            and occ.stride == (1, 1)
+            and 2 * occ.padding[0] + 1 == occ.kernel_size[0]
+        )
+        self.occlusion_fast = (
+            DepthFoldedConv2d.of(occ, self.reshape_depth) if enabled and plain else None
+        )
 
     def mask_logits(self, prediction: torch.Tensor) -> torch.Tensor:
         if self.mask_fft is not None and self.mask_fft.applies(prediction):
@@ -414,7 +456,10 @@ class Fv2vDenseMotion(Fusable):
         motions = keypoint_motions(kp_driving, kp_source, (d, h, w))
         deformed = deform_copies(feature, motions, self.align_corners)
         heat = heat_difference(kp_driving, kp_source, (d, h, w), self.kp_variance)
-        prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w))
+        x = torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w)
+        if self.mask_fft is not None:  # inference form: the 3-D convolutions run channels-last
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        prediction = self.hourglass(x)
         mask = F.softmax(self.mask_logits(prediction), dim=1)
         blend = (
             torch.where(mask < self.mask_floor, torch.zeros_like(mask), mask)
@@ -423,7 +468,9 @@ class Fv2vDenseMotion(Fusable):
         )
         deformation = blend_motions(motions, blend)
         out = {"mask": mask, "deformation": deformation}
-        if self.occlusion is not None:
+        if self.occlusion_fast is not None and self.occlusion_fast.applies(prediction):
+            out["occlusion_map"] = torch.sigmoid(self.occlusion_fast(prediction))
+        elif self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))
         return out
 
