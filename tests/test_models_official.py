@@ -445,3 +445,16 @@ def test_cli_round_trip_with_official_layout_checkpoint(tmp_path: Path, model: s
     # decoding with another model configuration is refused, not decoded into garbage
     r = CliRunner().invoke(app, ["decode", str(gfv), "-o", str(tmp_path / "y.y4m"), "-q"])
     assert r.exit_code != 0 and r.output.startswith("error: ")
+
+
+def test_separable_gaussian_matches_voxelwise() -> None:
+    from gfvc.models.official.geometry import keypoints_to_gaussian, separable_gaussian
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, spatial in (((1, 15, 3), (6, 16, 20)), ((2, 10, 2), (20, 30))):
+        mean = torch.rand(*shape, generator=gen) * 2 - 1
+        fast, ref = (
+            separable_gaussian(mean, spatial, 0.01),
+            keypoints_to_gaussian(mean, spatial, 0.01),
+        )
+        assert fast.shape == ref.shape and (fast - ref).abs().max().item() < 1e-6

@@ -439,11 +439,13 @@ class Fv2vDenseMotion(Fusable):
         self.reshape_depth = reshape_depth
         self.mask_fft: FftConv3d | None = None
         self.occlusion_fast: DepthFoldedConv2d | None = None
+        self.inference_form = False
 
     def fuse(self, enabled: bool, channels_last: bool) -> None:
         k = self.mask.kernel_size[0]
         wide = k >= 5 and self.mask.kernel_size == (k, k, k) and self.mask.padding == (k // 2,) * 3
         self.mask_fft = None
+        self.inference_form = enabled
         if enabled and wide:
             self.mask_fft = FftConv3d.of(self.mask.weight, self.mask.bias, self.reshape_depth)
         occ = self.occlusion
@@ -471,9 +473,10 @@ class Fv2vDenseMotion(Fusable):
         b, _, d, h, w = feature.shape
         motions = keypoint_motions(kp_driving, kp_source, (d, h, w))
         deformed = deform_copies(feature, motions, self.align_corners)
-        heat = heat_difference(kp_driving, kp_source, (d, h, w), self.kp_variance)
+        fast = self.inference_form
+        heat = heat_difference(kp_driving, kp_source, (d, h, w), self.kp_variance, fast)
         x = torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w)
-        if self.mask_fft is not None:  # inference form: the 3-D convolutions run channels-last
+        if fast:  # the 3-D convolutions run channels-last
             x = x.contiguous(memory_format=torch.channels_last_3d)
         prediction = self.hourglass(x)
         mask = F.softmax(self.mask_logits(prediction), dim=1)
