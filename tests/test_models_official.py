@@ -458,3 +458,29 @@ def test_separable_gaussian_matches_voxelwise() -> None:
             keypoints_to_gaussian(mean, spatial, 0.01),
         )
         assert fast.shape == ref.shape and (fast - ref).abs().max().item() < 1e-6
+
+
+def test_3d_hourglass_shared_winograd_input_matches_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inference form that transforms the hourglass input once for its first and final
+    convolutions equals the reference form to float rounding."""
+    from gfvc.models.official import layers
+
+    monkeypatch.setattr(layers, "WINOGRAD_3D_MIN_OUT_CHANNELS", 1)
+    torch.manual_seed(0)
+    hg = layers.Hourglass(4, 6, num_blocks=2, max_features=16, dims=3, final_conv=True).eval()
+    for m in hg.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(1, 6, 3, 16, 16)
+    with torch.no_grad():
+        ref = hg(x)
+        layers.fuse_for_inference(hg, True)
+        calls = []
+        shared = hg._forward_shared
+        hg._forward_shared = lambda *a: calls.append(1) or shared(*a)  # type: ignore[method-assign]
+        out = hg(x)
+    assert calls and out.shape == ref.shape
+    assert (out - ref).abs().max().item() < 1e-5 * ref.abs().max().item()

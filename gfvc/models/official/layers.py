@@ -187,24 +187,45 @@ class Winograd3x3:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` (1, Cin, [D,] H, W), H and W multiples of 4; channels-last
         out."""
-        taps = self.kernel.shape[0]
+        return self.finish(self.products(self.transform(x)), x.shape)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The input tiles of ``x`` in the Winograd domain: (36, D + 2 pad, tiles, Cin). Two
+        convolutions of one input (FV2V's first hourglass block and its final conv) share it."""
+        pd = self.kernel.shape[0] // 2
         c, h, w = x.shape[1], x.shape[-2], x.shape[-1]
-        d = x.shape[2] if taps == 3 else 1
+        d = x.shape[2] if pd else 1
         th, tw = h // 4, w // 4
-        pd = taps // 2
         xp = x.new_zeros(d + 2 * pd, h + 2, w + 2, c)  # zero padded, channels last
         xp[pd : pd + d, 1 : h + 1, 1 : w + 1] = x.view(c, d, h, w).permute(1, 2, 3, 0)
         row = (w + 2) * c
         plane = (h + 2) * row
         tiles = xp.as_strided((6, 6, d + 2 * pd, th, tw, c), (row, c, plane, 4 * row, 4 * c, 1))
-        v = torch.mm(self.input_transform, tiles.reshape(36, -1)).view(36, -1, th * tw, c)
-        m = torch.bmm(v[:, :d].reshape(36, -1, c), self.kernel[0])  # (36, D * tiles, Cout)
-        for k in range(1, taps):
-            m.baddbmm_(v[:, k : k + d].reshape(36, -1, c), self.kernel[k])
+        return torch.mm(self.input_transform, tiles.reshape(36, -1)).view(36, -1, th * tw, c)
+
+    def products(
+        self, v: torch.Tensor, channels: slice = slice(None), acc: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The per-position products (36, D * tiles, Cout) of transformed tiles ``v`` with the
+        kernel's input ``channels``, added to ``acc`` when given."""
+        taps = self.kernel.shape[0]
+        d = v.shape[1] - 2 * (taps // 2)
+        c = v.shape[3]
+        for k in range(taps):
+            a = v[:, k : k + d].reshape(36, -1, c)
+            kernel = self.kernel[k, :, channels]
+            acc = torch.bmm(a, kernel) if acc is None else acc.baddbmm_(a, kernel)
+        assert acc is not None
+        return acc
+
+    def finish(self, m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Products ``m`` -> the output (channels-last) of an input of ``shape``."""
+        h, w = shape[-2:]
+        d = shape[2] if len(shape) == 5 else 1
         cout = m.shape[2]
-        y = torch.mm(self.output_transform, m.view(36, -1)).view(4, 4, d, th, tw, cout)
+        y = torch.mm(self.output_transform, m.view(36, -1)).view(4, 4, d, h // 4, w // 4, cout)
         out = y.permute(2, 3, 0, 4, 1, 5).contiguous().view(d, h, w, cout).add_(self.bias)
-        if taps == 3:
+        if len(shape) == 5:
             return out.unsqueeze(0).permute(0, 4, 1, 2, 3)
         return out.permute(0, 3, 1, 2)  # D = 1 is the batch axis
 
@@ -423,9 +444,11 @@ class DownBlock3d(ConvNormBlock):
         super().__init__(in_features, out_features, kernel_size, padding, dims=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = (
-            torch.relu_(self.conv_norm(x)) if self.folded is not None else F.relu(self.conv_norm(x))
-        )
+        return self.activate(self.conv_norm(x))
+
+    def activate(self, out: torch.Tensor) -> torch.Tensor:
+        """ReLU and pooling of the convolution's output ``out``."""
+        out = torch.relu_(out) if self.folded is not None else F.relu(out)
         if out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous():
             return avg_pool_hw2_channels_last(out)
         return F.avg_pool3d(out, kernel_size=(1, 2, 2))
@@ -706,16 +729,24 @@ class HourglassDecoder(Fusable):
         self.winograd = winograd_form(self.conv, self.folded) if ok else None
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        skips = list(skips)
-        out = skips.pop()
-        for block in self.up_blocks:
-            out = torch.cat([block(out), skips.pop()], dim=1)
+        out = self.up_path(skips)
         if self.winograd is not None and self.winograd.applies(out):
             out = torch.relu_(self.winograd(out))
         elif self.folded is not None:
             out = torch.relu_(self.conv._conv_forward(out, *self.folded))
         elif self.final_conv:
             out = F.relu(self.norm(self.conv(out)))
+        return out
+
+    def up_path(self, skips: list[torch.Tensor], last_skip: bool = True) -> torch.Tensor:
+        """The up blocks, each output joined with its skip (the last one only if
+        ``last_skip``)."""
+        skips = list(skips)
+        out = skips.pop()
+        for i, block in enumerate(self.up_blocks):
+            out = block(out)
+            if last_skip or i < len(self.up_blocks) - 1:
+                out = torch.cat([out, skips.pop()], dim=1)
         return out
 
 
@@ -742,7 +773,34 @@ class Hourglass(nn.Module):
         self.out_filters = self.decoder.out_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.encoder.down_blocks[0]
+        final = self.decoder.winograd
+        if (
+            isinstance(first, DownBlock3d)
+            and first.winograd is not None
+            and first.winograd.applies(x)
+            and final is not None
+            and final.applies(x)
+        ):
+            return self._forward_shared(x, first, first.winograd, final)
         return self.decoder(self.encoder(x))
+
+    def _forward_shared(
+        self, x: torch.Tensor, first: DownBlock3d, conv: Winograd3x3, final: Winograd3x3
+    ) -> torch.Tensor:
+        """Inference form of a 3-D hourglass whose first and final convolutions both run in
+        Winograd form: both read ``x`` (the final one through the skip joined last), so ``x`` is
+        transformed once, and the final convolution sums its two inputs' products in the
+        Winograd domain instead of convolving their concatenation."""
+        v = conv.transform(x)
+        skips = [x, first.activate(conv.finish(conv.products(v), x.shape))]
+        for block in self.encoder.down_blocks[1:]:
+            skips.append(block(skips[-1]))
+        up = self.decoder.up_path(skips, last_skip=False)
+        split = up.shape[1]
+        m = final.products(final.transform(up), slice(0, split))
+        m = final.products(v, slice(split, None), m)
+        return torch.relu_(final.finish(m, x.shape))
 
 
 class ConvOutput(nn.Module):
