@@ -236,6 +236,55 @@ def test_winograd_convolution_matches_direct() -> None:
     assert (conv(x).double() - ref).abs().max().item() < 2e-5 * ref.abs().max().item()
 
 
+def test_winograd_3d_convolution_matches_direct() -> None:
+    """The 3-D form (Winograd over H and W, the 3 depth taps summed directly) equals the direct
+    3x3x3 convolution to float rounding, from channels-first or channels-last input."""
+    import torch.nn.functional as F
+
+    from gfvc.models.official.layers import Winograd3x3
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 24, 5, 8, 12, generator=gen).relu_()
+    w = torch.randn(64, 24, 3, 3, 3, generator=gen) / (27 * 24) ** 0.5
+    b = torch.randn(64, generator=gen)
+    conv = Winograd3x3.of(w, b)
+    assert conv.applies(x) and not conv.applies(x[..., :6]) and not conv.applies(x[:, :, 0])
+    assert not Winograd3x3.of(w[:32], b[:32]).applies(x)  # too narrow an output
+    ref = F.conv3d(x.double(), w.double(), b.double(), padding=1)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last_3d)):
+        out = conv(inp)
+        assert out.shape == ref.shape
+        assert (out.double() - ref).abs().max().item() < 2e-5 * ref.abs().max().item()
+
+
+def test_depth_folded_convolution_matches_direct() -> None:
+    """FV2V's occlusion convolution (a 2-D conv of the (C*D)-channel view of a volume) as
+    per-plane matrix products and a fold equals the direct one to float rounding."""
+    import torch.nn.functional as F
+
+    from gfvc.models.official.fv2v import DepthFoldedConv2d
+
+    gen = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(6 * 4, 2, kernel_size=5, padding=2)
+    x = torch.randn(1, 6, 4, 10, 12, generator=gen)
+    fast = DepthFoldedConv2d.of(conv, depth=4)
+    assert fast.applies(x) and not fast.applies(x[:, :, :3])
+    with torch.no_grad():
+        ref = F.conv2d(
+            x.double().reshape(1, 24, 10, 12), conv.weight.double(), conv.bias.double(), padding=2
+        )
+        assert (fast(x).double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
+
+
+def test_channels_last_pooling_is_exact() -> None:
+    from gfvc.models.official.layers import avg_pool_hw2_channels_last
+
+    x = torch.randn(1, 5, 3, 8, 6).contiguous(memory_format=torch.channels_last_3d)
+    out = avg_pool_hw2_channels_last(x)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(out, torch.nn.functional.avg_pool3d(x, kernel_size=(1, 2, 2)))
+
+
 def test_fft_convolution_matches_direct() -> None:
     """FV2V's 7x7x7 mask convolution by tiled FFT equals the direct one to float rounding."""
     import torch.nn.functional as F
@@ -252,7 +301,7 @@ def test_fft_convolution_matches_direct() -> None:
     assert (conv(x).double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
 
 
-@pytest.mark.parametrize("model", ["FOMM", "CFTE"])
+@pytest.mark.parametrize("model", ["FOMM", "CFTE", "FV2V"])
 def test_golden_conformance_with_winograd_everywhere(
     model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +311,7 @@ def test_golden_conformance_with_winograd_everywhere(
 
     monkeypatch.setattr(layers, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(layers, "WINOGRAD_MIN_PIXELS", 1)
+    monkeypatch.setattr(layers, "WINOGRAD_3D_MIN_OUT_CHANNELS", 1)
     report = run_conformance(_need(GOLDEN / f"{model}.pt"), analysis_frames=[0])
     assert report.passed, {k: report.max_abs_diff[k] for k in report.failures}
 
@@ -395,3 +445,42 @@ def test_cli_round_trip_with_official_layout_checkpoint(tmp_path: Path, model: s
     # decoding with another model configuration is refused, not decoded into garbage
     r = CliRunner().invoke(app, ["decode", str(gfv), "-o", str(tmp_path / "y.y4m"), "-q"])
     assert r.exit_code != 0 and r.output.startswith("error: ")
+
+
+def test_separable_gaussian_matches_voxelwise() -> None:
+    from gfvc.models.official.geometry import keypoints_to_gaussian, separable_gaussian
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, spatial in (((1, 15, 3), (6, 16, 20)), ((2, 10, 2), (20, 30))):
+        mean = torch.rand(*shape, generator=gen) * 2 - 1
+        fast, ref = (
+            separable_gaussian(mean, spatial, 0.01),
+            keypoints_to_gaussian(mean, spatial, 0.01),
+        )
+        assert fast.shape == ref.shape and (fast - ref).abs().max().item() < 1e-6
+
+
+def test_3d_hourglass_shared_winograd_input_matches_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inference form that transforms the hourglass input once for its first and final
+    convolutions equals the reference form to float rounding."""
+    from gfvc.models.official import layers
+
+    monkeypatch.setattr(layers, "WINOGRAD_3D_MIN_OUT_CHANNELS", 1)
+    torch.manual_seed(0)
+    hg = layers.Hourglass(4, 6, num_blocks=2, max_features=16, dims=3, final_conv=True).eval()
+    for m in hg.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(1, 6, 3, 16, 16)
+    with torch.no_grad():
+        ref = hg(x)
+        layers.fuse_for_inference(hg, True)
+        calls = []
+        shared = hg._forward_shared
+        hg._forward_shared = lambda *a: calls.append(1) or shared(*a)  # type: ignore[method-assign]
+        out = hg(x)
+    assert calls and out.shape == ref.shape
+    assert (out - ref).abs().max().item() < 1e-5 * ref.abs().max().item()

@@ -20,6 +20,7 @@ __all__ = [
     "flow_warp",
     "heatmap_to_keypoints",
     "keypoints_to_gaussian",
+    "separable_gaussian",
     "resize_deformation",
     "warp",
 ]
@@ -68,6 +69,26 @@ def keypoints_to_gaussian(
     grid = grid.view((1,) * len(lead) + grid.shape)
     diff = grid - mean.view(*lead, *([1] * n), n)
     return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
+
+
+def separable_gaussian(
+    mean: torch.Tensor, spatial_size: tuple[int, ...], variance: float
+) -> torch.Tensor:
+    """:func:`keypoints_to_gaussian` as the product of one 1-D gaussian per axis (equal up to
+    float rounding, ~1e-7 relative): n small exponentials instead of one per voxel, which
+    matters for FV2V's 15 keypoints on a 16x64x64 volume."""
+    n = mean.shape[-1]
+    lead = mean.shape[:-1]
+    out: torch.Tensor | None = None
+    for i, size in enumerate(spatial_size):
+        axis = 2 * (torch.arange(size, dtype=mean.dtype, device=mean.device) / (size - 1)) - 1
+        shape = [1] * n
+        shape[i] = size
+        diff = axis.view(*([1] * len(lead)), *shape) - mean[..., n - 1 - i].view(*lead, *([1] * n))
+        g = torch.exp(-0.5 * diff**2 / variance)
+        out = g if out is None else out * g
+    assert out is not None
+    return out
 
 
 def heatmap_to_keypoints(heatmap: torch.Tensor, dims: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from gfvc.models.official.geometry import (
     coordinate_grid,
     heatmap_to_keypoints,
     keypoints_to_gaussian,
+    separable_gaussian,
 )
 from gfvc.models.official.layers import AntiAliasInterpolation2d, ConvOutput, Hourglass
 
@@ -150,12 +151,17 @@ def deform_copies(source: torch.Tensor, motions: torch.Tensor, align_corners: bo
 
 
 def heat_difference(
-    kp_driving: torch.Tensor, kp_source: torch.Tensor, spatial: tuple[int, ...], variance: float
+    kp_driving: torch.Tensor,
+    kp_source: torch.Tensor,
+    spatial: tuple[int, ...],
+    variance: float,
+    separable: bool = False,
 ) -> torch.Tensor:
     """Gaussian heatmap differences (driving - source), after an all-zero background map:
-    (B, K+1, 1, *spatial)."""
-    g_d = keypoints_to_gaussian(kp_driving, spatial, variance)
-    g_s = keypoints_to_gaussian(kp_source, spatial, variance)
+    (B, K+1, 1, *spatial). ``separable``: per-axis gaussians (inference form; float rounding)."""
+    gaussian = separable_gaussian if separable else keypoints_to_gaussian
+    g_d = gaussian(kp_driving, spatial, variance)
+    g_s = gaussian(kp_source, spatial, variance)
     zeros = g_d.new_zeros(g_d.shape[0], 1, *spatial)
     return torch.cat([zeros, g_d - g_s], dim=1).unsqueeze(2)
 

@@ -131,23 +131,30 @@ _WINO_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
            (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))  # fmt: skip
 _WINO_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))  # fmt: skip
 
-#: A 3x3 convolution runs in Winograd form from this many input pixels and channels on (below
-#: it the transforms cost more than they save).
+#: A 2-D 3x3 convolution runs in Winograd form from this many input pixels and channels on
+#: (below it the transforms cost more than they save).
 WINOGRAD_MIN_PIXELS = 32 * 32
 WINOGRAD_MIN_CHANNELS = 64
+#: A 3-D 3x3x3 convolution runs in Winograd form from this many *output* channels on, at every
+#: resolution: with depth taps the weights are reused over D planes, so even FV2V's 4x4 levels
+#: gain (2-4x on CPU), while a narrow output (FV2V's 128 -> 32 at 64x64) leaves the input
+#: transform dominant.
+WINOGRAD_3D_MIN_OUT_CHANNELS = 64
 
 
 @dataclass
 class Winograd3x3:
-    """A 3x3, stride 1, padding 1 2-D convolution in Winograd F(4x4, 3x3) form: 1/4 of the
-    multiplications of the direct form, as one batched matrix product per tile position.
+    """A 3x3 (2-D) or 3x3x3 (3-D) convolution, stride 1, padding 1, in Winograd F(4x4, 3x3)
+    form over H and W: 1/4 of the multiplications of the direct form, as one batched matrix
+    product per tile position (and per depth tap in 3-D, where the 3 depth taps are summed
+    directly over the transformed planes).
 
     Rounding differs from the direct convolution by a few 1e-5 relative (float32), well inside
-    the conformance tolerances. ``weight`` (Cout, Cin, 3, 3) and ``bias`` (Cout,) are the
+    the conformance tolerances. ``weight`` (Cout, Cin, 3, 3[, 3]) and ``bias`` (Cout,) are the
     convolution's (already folded) parameters; the transformed weights are computed in float64.
     """
 
-    kernel: torch.Tensor  # (36, Cin, Cout): G w G^T per tile position
+    kernel: torch.Tensor  # (taps, 36, Cin, Cout): G w G^T per depth tap and tile position
     bias: torch.Tensor  # (Cout,)
     input_transform: torch.Tensor  # (36, 36): B^T (x) B^T
     output_transform: torch.Tensor  # (16, 36): A^T (x) A^T
@@ -158,8 +165,9 @@ class Winograd3x3:
         g = torch.tensor(_WINO_G, **f64)
         bt = torch.tensor(_WINO_BT, **f64)
         at = torch.tensor(_WINO_AT, **f64)
-        cout, cin = weight.shape[:2]
-        u = torch.einsum("ai,ocij,bj->abco", g, weight.double(), g).reshape(36, cin, cout)
+        w = weight.double() if weight.dim() == 5 else weight.double().unsqueeze(2)
+        cout, cin, taps = w.shape[:3]
+        u = torch.einsum("ai,ockij,bj->kabco", g, w, g).reshape(taps, 36, cin, cout)
         dtype = weight.dtype
         return cls(
             u.to(dtype).contiguous(),
@@ -168,31 +176,70 @@ class Winograd3x3:
             torch.kron(at, at).to(dtype),
         )
 
-    @staticmethod
-    def applies(x: torch.Tensor) -> bool:
+    def applies(self, x: torch.Tensor) -> bool:
         h, w = x.shape[-2:]
-        return (
-            x.dim() == 4
-            and x.shape[0] == 1
-            and h % 4 == 0
-            and w % 4 == 0
-            and h * w >= WINOGRAD_MIN_PIXELS
-            and x.shape[1] >= WINOGRAD_MIN_CHANNELS
-        )
+        if x.shape[0] != 1 or h % 4 or w % 4:
+            return False
+        if self.kernel.shape[0] == 3:
+            return x.dim() == 5 and self.kernel.shape[3] >= WINOGRAD_3D_MIN_OUT_CHANNELS
+        return x.dim() == 4 and h * w >= WINOGRAD_MIN_PIXELS and x.shape[1] >= WINOGRAD_MIN_CHANNELS
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of ``x`` (1, Cin, H, W), H and W multiples of 4; channels-last out."""
-        _, c, h, w = x.shape
+        """The convolution of ``x`` (1, Cin, [D,] H, W), H and W multiples of 4; channels-last
+        out."""
+        return self.finish(self.products(self.transform(x)), x.shape)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The input tiles of ``x`` in the Winograd domain: (36, D + 2 pad, tiles, Cin). Two
+        convolutions of one input (FV2V's first hourglass block and its final conv) share it."""
+        pd = self.kernel.shape[0] // 2
+        c, h, w = x.shape[1], x.shape[-2], x.shape[-1]
+        d = x.shape[2] if pd else 1
         th, tw = h // 4, w // 4
-        xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()  # (1, H+2, W+2, C)
+        xp = x.new_zeros(d + 2 * pd, h + 2, w + 2, c)  # zero padded, channels last
+        xp[pd : pd + d, 1 : h + 1, 1 : w + 1] = x.view(c, d, h, w).permute(1, 2, 3, 0)
         row = (w + 2) * c
-        tiles = xp.as_strided((6, 6, th, tw, c), (row, c, 4 * row, 4 * c, 1))
-        v = torch.mm(self.input_transform, tiles.reshape(36, th * tw * c))
-        m = torch.bmm(v.view(36, th * tw, c), self.kernel)  # (36, tiles, Cout)
+        plane = (h + 2) * row
+        tiles = xp.as_strided((6, 6, d + 2 * pd, th, tw, c), (row, c, plane, 4 * row, 4 * c, 1))
+        return torch.mm(self.input_transform, tiles.reshape(36, -1)).view(36, -1, th * tw, c)
+
+    def products(
+        self, v: torch.Tensor, channels: slice = slice(None), acc: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The per-position products (36, D * tiles, Cout) of transformed tiles ``v`` with the
+        kernel's input ``channels``, added to ``acc`` when given."""
+        taps = self.kernel.shape[0]
+        d = v.shape[1] - 2 * (taps // 2)
+        c = v.shape[3]
+        for k in range(taps):
+            a = v[:, k : k + d].reshape(36, -1, c)
+            kernel = self.kernel[k, :, channels]
+            acc = torch.bmm(a, kernel) if acc is None else acc.baddbmm_(a, kernel)
+        assert acc is not None
+        return acc
+
+    def finish(self, m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Products ``m`` -> the output (channels-last) of an input of ``shape``."""
+        h, w = shape[-2:]
+        d = shape[2] if len(shape) == 5 else 1
         cout = m.shape[2]
-        y = torch.mm(self.output_transform, m.view(36, -1)).view(4, 4, th, tw, cout)
-        out = torch.add(y.permute(2, 0, 3, 1, 4).reshape(1, h, w, cout), self.bias)
-        return out.permute(0, 3, 1, 2)
+        y = torch.mm(self.output_transform, m.view(36, -1)).view(4, 4, d, h // 4, w // 4, cout)
+        out = y.permute(2, 3, 0, 4, 1, 5).contiguous().view(d, h, w, cout).add_(self.bias)
+        if len(shape) == 5:
+            return out.unsqueeze(0).permute(0, 4, 1, 2, 3)
+        return out.permute(0, 3, 1, 2)  # D = 1 is the batch axis
+
+
+def winograd_form(
+    conv: nn.Module, folded: tuple[torch.Tensor, torch.Tensor] | None
+) -> Winograd3x3 | None:
+    """The Winograd form of ``conv`` with its ``folded`` (weight, bias), when it is a plain 3x3
+    (3x3x3) convolution, stride 1, padding 1, and folding is on; else None."""
+    n = conv.weight.dim() - 2
+    plain = conv.kernel_size == (3,) * n and conv.padding == (1,) * n
+    if folded is None or not plain or conv.stride != (1,) * n:
+        return None
+    return Winograd3x3.of(*folded)
 
 
 class Fusable(nn.Module):
@@ -216,14 +263,12 @@ class ConvNormBlock(Fusable):
 
     def fuse(self, enabled: bool, channels_last: bool) -> None:
         self.folded = fold_conv_norm(self.conv, self.norm, channels_last) if enabled else None
-        plain3x3 = self.conv.kernel_size == (3, 3) and self.conv.padding == (1, 1)
-        ok = self.folded is not None and plain3x3 and self.conv.stride == (1, 1)
-        self.winograd = Winograd3x3.of(*self.folded) if ok else None
+        self.winograd = winograd_form(self.conv, self.folded)
 
     def conv_norm(self, x: torch.Tensor) -> torch.Tensor:
         if self.folded is None:
             return self.norm(self.conv(x))
-        if self.winograd is not None and Winograd3x3.applies(x):
+        if self.winograd is not None and self.winograd.applies(x):
             return self.winograd(x)
         return self.conv._conv_forward(x, *self.folded)
 
@@ -376,7 +421,7 @@ class _ResBlock(Fusable):
         if self.fast is not None:
             scale, shift, w1, b1, w2, b2 = self.fast
             out = torch.relu_(torch.addcmul(shift, x, scale))
-            if self.winograd is not None and Winograd3x3.applies(x):
+            if self.winograd is not None and self.winograd[0].applies(x):
                 conv1, conv2 = self.winograd
                 return conv2(torch.relu_(conv1(out))).add_(x)
             out = torch.relu_(self.conv1._conv_forward(out, w1, b1))
@@ -399,7 +444,26 @@ class DownBlock3d(ConvNormBlock):
         super().__init__(in_features, out_features, kernel_size, padding, dims=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(F.relu(self.conv_norm(x)), kernel_size=(1, 2, 2))
+        return self.activate(self.conv_norm(x))
+
+    def activate(self, out: torch.Tensor) -> torch.Tensor:
+        """ReLU and pooling of the convolution's output ``out``."""
+        out = torch.relu_(out) if self.folded is not None else F.relu(out)
+        if out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous():
+            return avg_pool_hw2_channels_last(out)
+        return F.avg_pool3d(out, kernel_size=(1, 2, 2))
+
+
+def avg_pool_hw2_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling over H and W of a channels-last (B, C, D, H, W) tensor, kept
+    channels-last (torch's ``avg_pool3d`` returns it contiguous, ~5x slower). Same sum order
+    and division as torch: bit-identical."""
+    b, c, d, h, w = x.shape
+    v = x.permute(0, 2, 3, 4, 1).view(b, d, h // 2, 2, w // 2, 2, c)
+    out = v[:, :, :, 0, :, 0] + v[:, :, :, 0, :, 1]
+    out += v[:, :, :, 1, :, 0]
+    out += v[:, :, :, 1, :, 1]
+    return out.mul_(0.25).permute(0, 4, 1, 2, 3)
 
 
 class UpBlock3d(ConvNormBlock):
@@ -416,6 +480,8 @@ class UpBlock3d(ConvNormBlock):
         self.align_corners = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded is not None:  # torch's channels-last upsampling is ~3x faster
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         out = F.interpolate(
             x, scale_factor=(1.0, 2.0, 2.0), mode="trilinear", align_corners=self.align_corners
         )
@@ -652,6 +718,7 @@ class HourglassDecoder(Fusable):
         self.out_filters = block_expansion + in_features
         self.final_conv = final_conv
         self.folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.winograd: Winograd3x3 | None = None
         if final_conv:
             self.conv = _CONV[dims](self.out_filters, self.out_filters, kernel_size=3, padding=1)
             self.norm = _NORM[dims](self.out_filters, affine=True)
@@ -659,16 +726,27 @@ class HourglassDecoder(Fusable):
     def fuse(self, enabled: bool, channels_last: bool) -> None:
         ok = enabled and self.final_conv
         self.folded = fold_conv_norm(self.conv, self.norm, channels_last) if ok else None
+        self.winograd = winograd_form(self.conv, self.folded) if ok else None
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        skips = list(skips)
-        out = skips.pop()
-        for block in self.up_blocks:
-            out = torch.cat([block(out), skips.pop()], dim=1)
-        if self.folded is not None:
+        out = self.up_path(skips)
+        if self.winograd is not None and self.winograd.applies(out):
+            out = torch.relu_(self.winograd(out))
+        elif self.folded is not None:
             out = torch.relu_(self.conv._conv_forward(out, *self.folded))
         elif self.final_conv:
             out = F.relu(self.norm(self.conv(out)))
+        return out
+
+    def up_path(self, skips: list[torch.Tensor], last_skip: bool = True) -> torch.Tensor:
+        """The up blocks, each output joined with its skip (the last one only if
+        ``last_skip``)."""
+        skips = list(skips)
+        out = skips.pop()
+        for i, block in enumerate(self.up_blocks):
+            out = block(out)
+            if last_skip or i < len(self.up_blocks) - 1:
+                out = torch.cat([out, skips.pop()], dim=1)
         return out
 
 
@@ -695,7 +773,34 @@ class Hourglass(nn.Module):
         self.out_filters = self.decoder.out_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.encoder.down_blocks[0]
+        final = self.decoder.winograd
+        if (
+            isinstance(first, DownBlock3d)
+            and first.winograd is not None
+            and first.winograd.applies(x)
+            and final is not None
+            and final.applies(x)
+        ):
+            return self._forward_shared(x, first, first.winograd, final)
         return self.decoder(self.encoder(x))
+
+    def _forward_shared(
+        self, x: torch.Tensor, first: DownBlock3d, conv: Winograd3x3, final: Winograd3x3
+    ) -> torch.Tensor:
+        """Inference form of a 3-D hourglass whose first and final convolutions both run in
+        Winograd form: both read ``x`` (the final one through the skip joined last), so ``x`` is
+        transformed once, and the final convolution sums its two inputs' products in the
+        Winograd domain instead of convolving their concatenation."""
+        v = conv.transform(x)
+        skips = [x, first.activate(conv.finish(conv.products(v), x.shape))]
+        for block in self.encoder.down_blocks[1:]:
+            skips.append(block(skips[-1]))
+        up = self.decoder.up_path(skips, last_skip=False)
+        split = up.shape[1]
+        m = final.products(final.transform(up), slice(0, split))
+        m = final.products(v, slice(split, None), m)
+        return torch.relu_(final.finish(m, x.shape))
 
 
 class ConvOutput(nn.Module):
