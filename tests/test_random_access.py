@@ -400,9 +400,9 @@ def test_info_lists_the_entry_points(tmp_path):
         model=ToyModel(64),
     )
     (tmp_path / "x.gfv").write_bytes(data)
-    assert parse_stream(data).header.version == 2
+    assert parse_stream(data).header.version == 3
     res = run_cli("info", tmp_path / "x.gfv", "--json")
     import json
 
     d = json.loads(res.output)
-    assert d["key_frame_indices"] == [0, 10, 20] and d["format_version"] == 2
+    assert d["key_frame_indices"] == [0, 10, 20] and d["format_version"] == 3
