@@ -168,8 +168,6 @@ class Encoder(_Closable):
             if base is None
             else BaseLayerEncoder(base.size, qp=base.qp, kbps=base.kbps, fps=float(fps))
         )
-        #: bits of the enhancement layer sent so far
-        self.enhancement_bits = 0
         if self.rate is not None:
             self.rate.deadzone = self.deadzone
         self.watch = None
@@ -267,7 +265,8 @@ class Encoder(_Closable):
             q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
         if reason is not None:
-            unit, predictor, key = self._key_unit(frame, reason)
+            base = self._base_picture(frame, key=True)  # the base layer restarts (IDR)
+            unit, predictor, key = self._key_unit(frame, reason, base)
             # commit: everything adaptive starts over at a key frame
             self._predictor, self._key = predictor, key
             self.coder.reset()
@@ -275,34 +274,29 @@ class Encoder(_Closable):
             self._since_key = 0
             if self.watch is not None:
                 self.watch.key(frame)
-            if self.rate is not None:
-                self.rate.after_base(8 * self._last_chunk)
-                self.rate.after_key(8 * (len(unit) - 1 - self._last_chunk))
         else:
             assert self._predictor is not None and q is not None
             coded = self.coder.encode(q, commit=False)
-            unit = bytes([FEATURE]) + self._base_chunk(frame) + coded
+            base = self._base_picture(frame)
+            unit = bytes([FEATURE]) + (coded if base is None else join_enhancement(base, coded))
             self._predictor.update(q)
             self.coder.update(q)
-            if self.rate is not None:
-                self.rate.after_base(8 * self._last_chunk)
-                self.rate.after_feature(8 * (len(unit) - 1 - self._last_chunk))
+        if self.rate is not None:
+            base_bits = 0 if base is None else 8 * len(base)
+            self.rate.after_base(base_bits)
+            if reason is not None:
+                self.rate.after_key(8 * (len(unit) - 1) - base_bits)
+            else:
+                self.rate.after_feature(8 * (len(unit) - 1) - base_bits)
         self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())
         return unit
 
-    _last_chunk = 0  # bytes of the enhancement layer in the unit just made
-
-    def _base_chunk(self, frame: np.ndarray, key: bool = False) -> bytes:
-        """This frame's enhancement-layer chunk, length first (empty without the layer)."""
-        if self._base is None:
-            return b""
-        chunk = join_enhancement(self._base.encode(frame, restart=key), b"")
-        self._last_chunk = len(chunk)
-        self.enhancement_bits += 8 * len(chunk)
-        return chunk
+    def _base_picture(self, frame: np.ndarray, key: bool = False) -> bytes | None:
+        """This frame's base-layer picture (None for a stream without the layer)."""
+        return None if self._base is None else self._base.encode(frame, restart=key)
 
     def _scheduled_key(self) -> str | None:
         """Why this frame must be a key frame whatever it shows, or None."""
@@ -331,11 +325,13 @@ class Encoder(_Closable):
         return reason if self.rate is None or self.rate.allows_key() else None
 
     def _key_unit(
-        self, frame: np.ndarray, reason: str
+        self, frame: np.ndarray, reason: str, base: bytes | None = None
     ) -> tuple[bytes, ClosedLoopPredictor, tuple[np.ndarray, np.ndarray]]:
+        """The key unit (carrying the base layer's IDR picture ``base``, whose bits the key
+        picture's QP search counts), the predictor, and the decoded key frame and feature."""
+        chunk_bytes = 0 if base is None else len(base) + 2
         self.model.reset()  # trackers and filters forget the frames before the key
         size = self.model.size
-        chunk = self._base_chunk(frame, key=True)  # the base layer restarts (IDR)
         if self.model.send_key_feature:
             # Analysed on the original: the same detector state as every later frame.
             ints = quantize(self.model.analyse(frame), self.qstep)
@@ -343,11 +339,11 @@ class Encoder(_Closable):
             feature = encode_ints_eg(ints)
             key_feature = check_feature(predictor.reconstruction, self.model, "key-frame feature")
             side = self.model.key_side_info(key_feature)
-            picture, qp = self._key_picture(frame, 8 * (len(feature) + len(side) + len(chunk) + 8))
+            picture, qp = self._key_picture(frame, 8 * (len(feature) + len(side) + chunk_bytes + 8))
             decoded = None
         else:
             # Reference semantics: both sides re-derive it from the decoded key frame.
-            picture, qp = self._key_picture(frame, 8 * len(chunk))
+            picture, qp = self._key_picture(frame, 8 * chunk_bytes)
             decoded = self.keyframe.decode(picture, size, size)
             predictor = ClosedLoopPredictor.from_float(self.model.analyse_key(decoded), self.qstep)
             feature = b""
@@ -360,9 +356,7 @@ class Encoder(_Closable):
             self.model.load_key_side_info(side, key_feature)
         info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN))
         self.keys.append((self.frame_index, reason, qp, 8 * len(picture)))
-        unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info)
-        if chunk:  # the base layer's IDR picture follows the two info bytes
-            unit = unit[:3] + chunk + unit[3:]
+        unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info, enhancement=base)
         return unit, predictor, (decoded, key_feature)  # type: ignore[return-value]
 
     def _key_picture(self, frame: np.ndarray, other_bits: int) -> tuple[bytes, int]:

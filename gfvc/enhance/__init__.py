@@ -20,7 +20,7 @@ import torch
 
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fusion import Fuser, upscale
-from gfvc.errors import BitstreamError, CheckpointError, InputError
+from gfvc.errors import CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
 ENHANCE_FROM_KBPS = 7.0  # a 64x64 base picture costs at least ~110 bits: 2.8 kbps at 25 fps
@@ -130,7 +130,6 @@ __all__ = [
     "BASE_SIZES",
     "BaseLayerEncoder",
     "BaseLayerSettings",
-    "BitstreamError",
     "EnhancementDecoder",
     "LayerPlan",
     "load_fuser",

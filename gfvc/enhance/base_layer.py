@@ -54,7 +54,7 @@ def downscale(frame: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def x265_stream_options(qp: int | None, kbps: float | None, fps: float) -> dict[str, str]:
+def x265_stream_options(qp: int | None, kbps: float | None) -> dict[str, str]:
     """libx265 low delay for a live stream: fixed QP, or x265's own rate control at ``kbps``
     with a one-second VBV buffer (no frame may stall a call)."""
     parts = ["bframes=0", "scenecut=0", "keyint=100000", "min-keyint=100000", "info=0"]
@@ -87,7 +87,7 @@ class BaseLayerEncoder:
         ctx.pix_fmt = "yuv420p"
         rate = Fraction(self.fps).limit_denominator(1001)
         ctx.time_base, ctx.framerate = 1 / rate, rate
-        ctx.options = x265_stream_options(self.qp, self.kbps, self.fps)
+        ctx.options = x265_stream_options(self.qp, self.kbps)
         ctx.open()
         return ctx
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gfvc.enhance.fusion import Fuser, upscale
+from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
 
 #: Base-layer sizes and the x265 QPs training covers at each.
 TRAIN_BASES: dict[int, tuple[int, ...]] = {64: (24, 28, 32, 36, 40), 128: (30, 34, 38, 42, 46)}
@@ -135,31 +136,23 @@ def train_fusion(
         log(f"resumed at step {step}")
     for g in opt.param_groups:
         g.setdefault("initial_lr", cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)) * min(1, (s + 1) / 100),
-        last_epoch=step - 1,
-    )
+    sched = warmup_cosine(opt, cfg.steps, warmup=100, step=step)
     t0 = t_last = time.time()
     while step < cfg.steps:
         b, w, t = data.batch(cfg.batch, cfg.crop)
         loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(net, opt, sched, loss)
         step += 1
         if step % 20 == 0:
             log(
                 f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} {parts} {20 / (time.time() - t_last):.2f} it/s"
             )
             t_last = time.time()
-            _append(run / "log.jsonl", {"step": step, "loss": float(loss.detach()), **parts})
+            append_log(run / "log.jsonl", {"step": step, "loss": float(loss.detach()), **parts})
         if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             v = validate(net, val)
             log(f"validation at {step}: {v}")
-            _append(run / "log.jsonl", {"step": step, **v})
+            append_log(run / "log.jsonl", {"step": step, **v})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             _save(run / "last.pt", {"net": net.state_dict(), "opt": opt.state_dict(), "step": step})
         if cfg.time_limit_min and time.time() - t0 > 60 * cfg.time_limit_min:
@@ -177,11 +170,6 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
 
 
 def build_fusion_data(

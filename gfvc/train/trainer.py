@@ -368,13 +368,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         val_pairs = [vs.batch(1) for _ in range(cfg.val_pairs)]
     for g in opt.param_groups:
         g.setdefault("initial_lr", cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)) * min(1.0, (s + 1) / 200)
-        ),
-        last_epoch=step - 1,
-    )
+    sched = warmup_cosine(opt, cfg.steps, warmup=200, step=step)
     t_start, t_last, seen = time.time(), time.time(), 0
     while step < cfg.steps:
         b = sampler.batch(cfg.batch)
@@ -389,11 +383,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         alpha = alpha_map.mean()
         loss = loss + cfg.alpha_cost * alpha
         parts["alpha"] = float(alpha.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(net, opt, sched, loss)
         step += 1
         seen += cfg.batch
         if rank == 0:
@@ -402,14 +392,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                 log(
                     f"step {step}/{cfg.steps} loss {float(loss.detach()):.4f} l1 {parts['l1']:.4f} ssim-loss {parts['ssim_loss']:.4f} alpha {parts['alpha']:.3f} flow {parts['flow_px']:.2f}px lr {sched.get_last_lr()[0]:.2e} {seen / dt:.1f} samples/s"
                 )
-                _append(
+                append_log(
                     run / "log.jsonl",
                     {"step": step, "loss": float(loss.detach()), **parts, "time": time.time()},
                 )
                 t_last, seen = time.time(), 0
             if step % cfg.val_every == 0 or step == cfg.steps:
                 v = validate(net, val_pairs)
-                _append(run / "log.jsonl", {"step": step, **v, "time": time.time()})
+                append_log(run / "log.jsonl", {"step": step, **v, "time": time.time()})
                 log(f"validation at {step}: {v}")
                 plot_curves(run)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -426,6 +416,29 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     return out
 
 
+def warmup_cosine(
+    opt: torch.optim.Optimizer, steps: int, warmup: int, step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``; resumes at
+    ``step`` (the optimiser's groups need ``initial_lr``)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) * min(1.0, (s + 1) / warmup),
+        last_epoch=step - 1,
+    )
+
+
+def optimizer_step(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor
+) -> None:
+    """Backward, gradient norm clipped to 1, optimiser and schedule steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     """A run's resumable state, read without running code (numpy scalars allowed)."""
     from gfvc.models.official.checkpoint import read_checkpoint
@@ -436,7 +449,7 @@ def _load_state(path: Path) -> dict[str, Any]:
     return ck
 
 
-def _append(path: Path, row: dict[str, Any]) -> None:
+def append_log(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
