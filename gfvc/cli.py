@@ -470,11 +470,14 @@ def info_dict(path: Path) -> dict[str, Any]:
         "enhancement": None if enh is None else {"codec": "hevc", "base_size": enh.size},
         "header_bits": 8 * parsed.header_bytes,
         "format_version": h.version,
-        "key_frames": len(refs),
+        "key_frames": sum(not r["recall"] for r in refs),
+        "recalls": sum(r["recall"] for r in refs),
         # every reference: where, why, at what QP and for how many bits
         "references": refs,
         # where decoding can start (gfvc decode --from-key N); version 1 only at the first
-        "key_frame_indices": [r["frame"] for r in refs if h.resets_at_key or not r["frame"]],
+        "key_frame_indices": [
+            r["frame"] for r in refs if not r["recall"] and (h.resets_at_key or not r["frame"])
+        ],
         "segments": len(parsed.segments),
         "model": model_name,
         "model_hash": h.model_hash.hex(),
@@ -524,8 +527,12 @@ def info(
         )
         for r in d["references"]:
             qp = "" if r["qp"] is None else f" QP {r['qp']}"
+            what = (
+                "recall of" if r["recall"] else "new" if not r["bank_reset"] else "new, bank reset,"
+            )
             typer.echo(
                 f"  reference at frame {r['frame']:>5}: {r['reason']:10}{qp:7} {r['bits']:>7} bits"
+                f"  ({what} slot {r['slot']}, reference {r['tag']})"
             )
         if d["no_face_spans"]:
             spans = ", ".join(f"{a}-{b - 1}" for a, b in d["no_face_spans"])
@@ -549,6 +556,11 @@ def _references(parsed: Any) -> list[dict[str, Any]]:
                     "qp": qp,
                     "picture_bits": 8 * len(k.picture),
                     "bits": 8 * (len(u) - 1),
+                    # the reference bank (format version 4): the slot filled or recalled
+                    "slot": k.info.slot,
+                    "tag": k.info.tag,
+                    "recall": k.info.recall,
+                    "bank_reset": k.info.reset and not k.info.recall,
                 }
             )
     return out

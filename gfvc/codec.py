@@ -34,6 +34,7 @@ from gfvc.bitstream import (
     open_packet,
     pack_key_payload,
     pack_packet,
+    pack_recall_payload,
     parse_stream,
     unit_type,
 )
@@ -50,11 +51,13 @@ from gfvc.bitstream.format import (
     QP_UNKNOWN,
     QSTEP_RANGE,
     KeyInfo,
+    KeyUnit,
     join_enhancement,
     read_key_payload,
     split_enhancement,
     stored_qstep,
 )
+from gfvc.control.bank import Reference, ReferenceBank
 from gfvc.control.rate import KBPS_RANGE, RateController
 from gfvc.control.watch import REASON, Watch, WatchSettings
 from gfvc.enhance import (
@@ -85,6 +88,10 @@ from gfvc.keyframe import KeyframeCodec, keyframe_codec, keyframe_codec_class_by
 from gfvc.models import MotionModel, model_class, model_class_by_id
 
 MAX_GOP = 1_000_000  # frames between periodic key frames
+#: Key frames that empty the reference bank: entry points for a receiver that knows nothing.
+BANK_RESETS = ("start", "request", "gop")
+#: Watch triggers a reference already in the bank may answer (instead of a new key frame).
+RECALLABLE = ("cut", "face-found", "drift", "expression", "lighting")
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -197,6 +204,9 @@ class Encoder(_Closable):
         self._refresh = False
         self._predictor: ClosedLoopPredictor | None = None
         self._key: tuple[np.ndarray, np.ndarray] | None = None  # decoded key frame, feature
+        self.bank = ReferenceBank()
+        #: (frame index, reason, slot) of every recall sent
+        self.recalls: list[tuple[int, str, int]] = []
         #: Integer state after each frame, kept only when ``trace`` is set (tests, drift checks).
         self.trace: list[np.ndarray] | None = None
 
@@ -264,11 +274,15 @@ class Encoder(_Closable):
                 raise InputError(f"feature must have {self.model.dim} values")
             q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
-        if reason is not None:
+        recall = self._recall(frame, reason) if reason in RECALLABLE else None
+        if recall is not None:
+            unit, base = self._recall_unit(frame, reason, *recall)  # type: ignore[arg-type]
+        elif reason is not None:
             base = self._base_picture(frame, key=True)  # the base layer restarts (IDR)
-            unit, predictor, key = self._key_unit(frame, reason, base)
+            unit, predictor, key, ref, info = self._key_unit(frame, reason, base)
             # commit: everything adaptive starts over at a key frame
             self._predictor, self._key = predictor, key
+            self.bank.store(info.slot, ref, info.reset)
             self.coder.reset()
             self._refresh = False
             self._since_key = 0
@@ -284,7 +298,7 @@ class Encoder(_Closable):
         if self.rate is not None:
             base_bits = 0 if base is None else 8 * len(base)
             self.rate.after_base(base_bits)
-            if reason is not None:
+            if reason is not None and recall is None:
                 self.rate.after_key(8 * (len(unit) - 1) - base_bits)
             else:
                 self.rate.after_feature(8 * (len(unit) - 1) - base_bits)
@@ -305,9 +319,9 @@ class Encoder(_Closable):
         if self._refresh:
             return self._refresh if isinstance(self._refresh, str) else "request"
         if self.gop is not None and self._since_key >= self.gop:
-            return "periodic"
-        if self.rate is not None and self.rate.due():
-            return "periodic"
+            return "gop"
+        if self.rate is not None:
+            return self.rate.due()
         return None
 
     def _watch(self, frame: np.ndarray, q: np.ndarray) -> str | None:
@@ -324,11 +338,74 @@ class Encoder(_Closable):
             return reason
         return reason if self.rate is None or self.rate.allows_key() else None
 
+    def _recall(
+        self, frame: np.ndarray, reason: str
+    ) -> tuple[int, Reference, ClosedLoopPredictor, np.ndarray] | None:
+        """A bank reference (other than the current one) that renders ``frame`` well enough
+        to answer the watch's trigger: its slot, itself, its predictor and the residual; or
+        None (a new key frame is needed). Rendered as the decoder will, at trigger time only."""
+        if self.watch is None or not self.model.cheap_preview:
+            return None
+        current = self._key[0] if self._key is not None else None
+        others = [
+            (s, r)
+            for s, r in self.bank.items()
+            if r.key_frame is not None and r.key_frame is not current
+        ]
+        if not others:
+            return None
+        self.model.reset()  # as for a key frame: the tracker forgets the frames before the cut
+        feature = self.model.analyse(frame)
+        if not self.model.tracking:
+            return None
+        deadzone = self.rate.deadzone if self.rate is not None else self.deadzone
+        best = None
+        for slot, ref in others:
+            predictor = ref.predictor()
+            q = predictor.residual(feature, deadzone)
+            self.model.load_key_side_info(ref.side, ref.key_feature)
+            rendered, regions = self.model.preview(
+                ref.key_frame, ref.key_feature, predictor.peek(q)
+            )
+            err = self.watch.serves(frame, rendered, regions, ref.camera)
+            if err is not None and (best is None or err < best[0]):
+                best = (err, slot, ref, predictor, q)
+        if best is None:
+            return None  # the key frame that follows loads its own side information
+        _, slot, ref, predictor, q = best
+        self.model.load_key_side_info(ref.side, ref.key_feature)
+        return slot, ref, predictor, q
+
+    def _recall_unit(
+        self,
+        frame: np.ndarray,
+        reason: str,
+        slot: int,
+        ref: Reference,
+        predictor: ClosedLoopPredictor,
+        q: np.ndarray,
+    ) -> tuple[bytes, bytes | None]:
+        """Code and commit a recall of ``ref``: its unit and the base picture it carries."""
+        coder = type(self.coder)(self.coder.dim)  # the coder starts over, as at a key frame
+        coded = coder.encode(q, commit=False)
+        base = self._base_picture(frame)  # the base layer goes on: a recall is no entry point
+        info = KeyInfo(REASON[reason], QP_UNKNOWN, slot=slot, tag=ref.tag, reset=False, recall=True)
+        unit = bytes([KEY]) + pack_recall_payload(info, coded, enhancement=base)
+        coder.update(q)
+        predictor.update(q)
+        self.coder, self._predictor = coder, predictor
+        self._key = (ref.key_frame, ref.key_feature)  # type: ignore[assignment]
+        self.bank.touch(slot)
+        self.recalls.append((self.frame_index, reason, slot))
+        self.watch.recalled(frame, ref.camera)  # type: ignore[union-attr]
+        return unit, base
+
     def _key_unit(
         self, frame: np.ndarray, reason: str, base: bytes | None = None
-    ) -> tuple[bytes, ClosedLoopPredictor, tuple[np.ndarray, np.ndarray]]:
+    ) -> tuple[bytes, ClosedLoopPredictor, tuple[np.ndarray, np.ndarray], Reference, KeyInfo]:
         """The key unit (carrying the base layer's IDR picture ``base``, whose bits the key
-        picture's QP search counts), the predictor, and the decoded key frame and feature."""
+        picture's QP search counts), the predictor, the decoded key frame and feature, and
+        the bank reference it becomes with its key info (slot, tag)."""
         chunk_bytes = 0 if base is None else len(base) + 2
         self.model.reset()  # trackers and filters forget the frames before the key
         size = self.model.size
@@ -354,10 +431,14 @@ class Encoder(_Closable):
             if decoded is None:
                 decoded = self.keyframe.decode(picture, size, size)
             self.model.load_key_side_info(side, key_feature)
-        info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN))
+        reset = reason in BANK_RESETS
+        reason = "periodic" if reason == "gop" else reason
+        slot, tag = self.bank.slot_for_key(reset), self.bank.next_tag
+        info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN), slot=slot, tag=tag, reset=reset)
         self.keys.append((self.frame_index, reason, qp, 8 * len(picture)))
         unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info, enhancement=base)
-        return unit, predictor, (decoded, key_feature)  # type: ignore[return-value]
+        ref = Reference(tag, decoded, key_feature, predictor, side, camera=frame.copy())
+        return unit, predictor, (decoded, key_feature), ref, info  # type: ignore[return-value]
 
     def _key_picture(self, frame: np.ndarray, other_bits: int) -> tuple[bytes, int]:
         """The key picture and its QP: the codec's, or the rate controller's choice for what
@@ -485,6 +566,8 @@ class Decoder(_Closable):
         self._predictor: ClosedLoopPredictor | None = None
         self._key_frame: np.ndarray | None = None
         self._key_feature: np.ndarray | None = None
+        self.bank = ReferenceBank()
+        self._side = b""  # the current reference's side information
         self._next_seq: int | None = None
         self._waiting = False  # receive(): a unit was lost or damaged, wait for a key
         self._last: np.ndarray | None = None
@@ -540,6 +623,14 @@ class Decoder(_Closable):
             self.trace.append(self._predictor.acc.copy())  # type: ignore[union-attr]
         return frame
 
+    def prime(self, unit: bytes) -> None:
+        """Decode an earlier key unit only to fill the reference bank (random access into a
+        version-4 stream: ``bank_primers``); nothing is shown and no frame counted."""
+        self._check_open()
+        if unit_type(unit) != KEY:
+            raise BitstreamError("only key units fill the reference bank")
+        self._decode_key(unit[1:])
+
     def _decode_feature(self, payload: bytes) -> np.ndarray:
         assert self._predictor is not None
         chunk = None
@@ -547,24 +638,54 @@ class Decoder(_Closable):
             chunk, payload = split_enhancement(payload, "feature unit")
         q = self.coder.decode(payload, commit=False)
         feature = check_feature(self._predictor.peek(q), self.model, "feature unit")
+        frame = self._show(self._key_frame, self._key_feature, feature, chunk)
+        self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
+        self._predictor.update(q)
+        return frame
+
+    def _show(self, key_frame, key_feature, feature: np.ndarray, chunk: bytes | None) -> np.ndarray:
+        """The frame animated from the reference (fused with the base picture ``chunk`` on
+        streams with the enhancement layer), after the receiver's edit if any."""
         edited = self.edit is not None
         if edited:
             feature = self.edit(self.frame_index, feature)  # type: ignore[misc]
         if chunk is None:
-            frame = self._synthesize(self._key_frame, self._key_feature, feature)
-        elif edited:  # the base shows the camera, not the edit: the generative layer alone
-            frame = self._synthesize(self._key_frame, self._key_feature, feature)
+            return self._synthesize(key_frame, key_feature, feature)
+        if edited:  # the base shows the camera, not the edit: the generative layer alone
+            frame = self._synthesize(key_frame, key_feature, feature)
             self.enhancement.base.decode(chunk)  # type: ignore[union-attr]
-        else:  # the base picture decodes last: it is the one step that changes state
-            warped = self._render(self.model.preview, self._key_frame, self._key_feature, feature)
-            frame = self.enhancement.frame(chunk, warped[0])  # type: ignore[union-attr]
-        self.coder.update(q)  # commit only now: a failure above leaves the decoder as it was
-        self._predictor.update(q)
+            return frame
+        # the base picture decodes last: it is the one step that changes state
+        warped = self._render(self.model.preview, key_frame, key_feature, feature)
+        return self.enhancement.frame(chunk, warped[0])  # type: ignore[union-attr]
+
+    def _decode_recall(self, key: KeyUnit) -> np.ndarray:
+        """A recall unit: animate a bank reference again, from the feature it carries."""
+        ref = self.bank.get(key.info.slot, key.info.tag)
+        coder = type(self.coder)(self.coder.dim)  # the coder starts over, as at a key frame
+        q = coder.decode(key.coded, commit=False)
+        predictor = ref.predictor()
+        feature = check_feature(predictor.peek(q), self.model, "recall unit")
+        self.model.load_key_side_info(ref.side, ref.key_feature)
+        try:
+            frame = self._show(ref.key_frame, ref.key_feature, feature, key.enhancement or None)
+        except BitstreamError:  # the current reference stays in place
+            if self._key_feature is not None:
+                self.model.load_key_side_info(self._side, self._key_feature)
+            raise
+        coder.update(q)
+        predictor.update(q)
+        self.model.reset()
+        self.coder, self._predictor, self._side = coder, predictor, ref.side
+        self._key_frame, self._key_feature = ref.key_frame, ref.key_feature
+        self.bank.touch(key.info.slot)
         return frame
 
     def _decode_key(self, payload: bytes) -> np.ndarray:
         size = self.model.size
         key = read_key_payload(payload, self.header.version, self.header.enhanced)
+        if key.info.recall:
+            return self._decode_recall(key)
         picture, feature, side = key.picture, key.feature, key.side
         frame = self.keyframe.decode(picture, size, size)
         if frame.shape != (size, size, 3):
@@ -588,6 +709,10 @@ class Decoder(_Closable):
         self._predictor = predictor
         self._key_frame = frame
         self._key_feature = key_feature
+        self._side = side
+        if self.header.has_bank:
+            ref = Reference(key.info.tag, frame, key_feature, predictor, side)
+            self.bank.store(key.info.slot, ref, key.info.reset)
         if self.edit is not None:
             shown = self.edit(self.frame_index, key_feature)
             if not np.array_equal(shown, key_feature):
@@ -995,7 +1120,7 @@ def stream_report(data: bytes) -> EncodeReport:
         if unit[0] == KEY:
             key = read_key_payload(unit[1:], parsed.header.version, enhanced)
             key_bits += 8 * len(key.picture)
-            feat_bits += 8 * (len(key.feature) + len(key.side))
+            feat_bits += 8 * (len(key.feature) + len(key.side) + len(key.coded))
             enh_bits += 8 * len(key.enhancement)
         elif enhanced:
             chunk, rest = split_enhancement(unit[1:], "feature unit")
@@ -1045,12 +1170,15 @@ def decode_file(
     # Verify the whole file before writing anything, so corruption never yields a video.
     parsed = parse_stream(data)
     h = parsed.header
-    units = parsed.units[key_unit_index(parsed, from_key) :]
+    start = key_unit_index(parsed, from_key)
+    units = parsed.units[start:]
     opts = {"checkpoint": checkpoint, "config": config, "device": device}
     with (
         Decoder(h, **opts) as dec,
         VideoWriter(dst, fps=h.fps, width=h.width, height=h.height, audio_from=audio_from) as out,
     ):
+        for i in bank_primers(parsed, start):
+            dec.prime(parsed.units[i])
         for unit in units:
             out.write(dec.decode_unit(unit))
             if progress:
@@ -1058,9 +1186,31 @@ def decode_file(
     return len(units)
 
 
+def entry_points(parsed: ParsedStream) -> list[int]:
+    """Indices of the key units (recall units, which carry no picture, are not)."""
+    h = parsed.header
+    return [
+        i
+        for i, u in enumerate(parsed.units)
+        if u[0] == KEY and not (h.has_bank and KeyInfo.parse(u[1:], h.version)[0].recall)
+    ]
+
+
+def bank_primers(parsed: ParsedStream, start: int) -> list[int]:
+    """The key units before unit ``start`` that filled the reference bank a decoder starting
+    there needs (from the last key that emptied the bank): ``Decoder.prime`` takes them."""
+    h = parsed.header
+    if not h.has_bank:
+        return []
+    before = [i for i in entry_points(parsed) if i <= start]
+    resets = [i for i in before if KeyInfo.parse(parsed.units[i][1:], h.version)[0].reset]
+    first = resets[-1] if resets else start
+    return [i for i in before if first <= i < start]
+
+
 def key_unit_index(parsed: ParsedStream, n: int) -> int:
     """Index of the unit of key frame ``n`` (0 = the first), where decoding can start."""
-    keys = [i for i, u in enumerate(parsed.units) if u[0] == KEY]
+    keys = entry_points(parsed)
     if not 0 <= n < len(keys):
         raise InputError(
             f"--from-key must be in 0..{len(keys) - 1}: the stream has {len(keys)} key frame(s), got {n}"

@@ -89,9 +89,9 @@ def test_fused_frames_beat_the_generative_layer_and_the_base(model, held_out):
 
     b = BaseLayerDecoder(128)
     base = []
-    # the chunk follows a key unit's two info bytes and starts a feature unit's payload
+    # the chunk follows a key unit's five info bytes and starts a feature unit's payload
     for i, u in enumerate(parse_stream(enh).units):
-        pic = b.decode(split_enhancement(u[3:] if u[0] == KEY else u[1:], "unit")[0], i == 0)
+        pic = b.decode(split_enhancement(u[6:] if u[0] == KEY else u[1:], "unit")[0], i == 0)
         t = torch.from_numpy(pic).permute(2, 0, 1)[None].float() / 255
         base.append((upscale(t, 256)[0].permute(1, 2, 0) * 255).round().byte().numpy())
     s_gen = _msssim(held_out[1:], g[1:])

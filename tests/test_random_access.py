@@ -109,7 +109,7 @@ def test_version_1_streams_decode_from_the_start_only(tmp_path):
         if u[0] != KEY:
             u = bytes([u[0]]) + v1_coder.encode(enc.trace[-1] - enc.trace[-2])
         else:
-            u = bytes([KEY]) + u[3:]  # version 1 key units have no key info bytes
+            u = bytes([KEY]) + u[6:]  # version 1 key units have no key info bytes
         units.append(u)
     header = _with_version(enc.header.to_bytes(), 1)
     h, _ = StreamHeader.parse(header)
@@ -400,9 +400,9 @@ def test_info_lists_the_entry_points(tmp_path):
         model=ToyModel(64),
     )
     (tmp_path / "x.gfv").write_bytes(data)
-    assert parse_stream(data).header.version == 3
+    assert parse_stream(data).header.version == 4
     res = run_cli("info", tmp_path / "x.gfv", "--json")
     import json
 
     d = json.loads(res.output)
-    assert d["key_frame_indices"] == [0, 10, 20] and d["format_version"] == 3
+    assert d["key_frame_indices"] == [0, 10, 20] and d["format_version"] == 4

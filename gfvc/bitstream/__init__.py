@@ -1,6 +1,7 @@
 """The .gfv bitstream: header, segments, units (spec in docs/bitstream.md)."""
 
 from gfvc.bitstream.format import (
+    BANK_SLOTS,
     FEATURE,
     KEY,
     KEY_REASONS,
@@ -14,6 +15,7 @@ from gfvc.bitstream.format import (
     open_packet,
     pack_key_payload,
     pack_packet,
+    pack_recall_payload,
     parse_stream,
     read_key_payload,
     unit_type,
@@ -21,6 +23,7 @@ from gfvc.bitstream.format import (
 )
 
 __all__ = [
+    "BANK_SLOTS",
     "FEATURE",
     "KEY",
     "KEY_REASONS",
@@ -34,6 +37,7 @@ __all__ = [
     "open_packet",
     "pack_key_payload",
     "pack_packet",
+    "pack_recall_payload",
     "parse_stream",
     "read_key_payload",
     "unit_type",

@@ -32,7 +32,8 @@ from gfvc.bits import BitReader, BitWriter, unzigzag, zigzag
 from gfvc.errors import BitstreamError
 
 MAGIC = b"GFVC"
-VERSION = 3  # 2: coder statistics reset at every key unit; 3: the enhancement layer (flag bit 1)
+VERSION = 4  # 2: coder statistics reset at every key unit; 3: the enhancement layer (flag bit 1);
+# 4: the reference bank (key units fill numbered slots, recall units switch back to one)
 MIN_VERSION = 1
 SEGMENT = 0x53  # "S"
 END = 0x45  # "E"
@@ -82,6 +83,11 @@ class StreamHeader:
     def resets_at_key(self) -> bool:
         """Whether the feature coder starts over at every key unit (format version >= 2)."""
         return self.version >= 2
+
+    @property
+    def has_bank(self) -> bool:
+        """Whether key units carry reference-bank fields and may be recalls (version >= 4)."""
+        return self.version >= 4
 
     def to_bytes(self) -> bytes:
         if len(self.model_hash) != 8:
@@ -210,20 +216,63 @@ KEY_REASONS = (
     "expression",  # 5: eyes or mouth the reference cannot render
     "lighting",  # 6: the brightness changed
     "face-found",  # 7: the face came back after being lost
+    "budget",  # 8: the rate controller had bits to spare (the base layer spent less)
 )
 QP_UNKNOWN = 255
+#: Reference-bank slots (format version 4): key units fill them, recall units switch back.
+BANK_SLOTS = 4
+_BANK_RESET = 0x10  # bank byte: this key empties every other slot (a bank entry point)
+_BANK_RECALL = 0x20  # bank byte: a recall unit (no picture: animate the slot's reference)
 
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """What a version-2 key unit says about itself: why it was sent, the picture's QP."""
+    """What a key unit says about itself: why it was sent, the picture's QP (version >= 2),
+    and (version >= 4) the reference-bank slot it fills or recalls, that reference's 16-bit
+    tag (a key counter, so a receiver knows it holds the very reference meant), whether it
+    empties the bank first, and whether it is a recall."""
 
     reason: int = 0
     qp: int = QP_UNKNOWN
+    slot: int = 0
+    tag: int = 0
+    reset: bool = True
+    recall: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.slot < BANK_SLOTS or not 0 <= self.tag <= 0xFFFF:
+            raise ValueError(f"bank slot {self.slot} / tag {self.tag} out of range")
 
     @property
     def reason_name(self) -> str:
         return KEY_REASONS[self.reason] if self.reason < len(KEY_REASONS) else f"{self.reason}"
+
+    def to_bytes(self) -> bytes:
+        bank = self.slot | (_BANK_RESET if self.reset else 0) | (_BANK_RECALL if self.recall else 0)
+        return bytes([self.reason, self.qp, bank]) + self.tag.to_bytes(2, "big")
+
+    @classmethod
+    def parse(cls, payload: bytes, version: int) -> tuple[KeyInfo, bytes]:
+        """The key info at the start of a key unit payload, and the rest."""
+        n = 5 if version >= 4 else 2 if version >= 2 else 0
+        if len(payload) < n:
+            raise BitstreamError("truncated key-frame unit")
+        if n < 5:
+            return (KeyInfo(payload[0], payload[1]) if n else KeyInfo()), payload[n:]
+        bank = payload[2]
+        if bank & ~(_BANK_RESET | _BANK_RECALL | 0x0F) or (bank & 0x0F) >= BANK_SLOTS:
+            raise BitstreamError(f"corrupt key-frame unit (bank byte 0x{bank:02x})")
+        if bank & _BANK_RESET and bank & _BANK_RECALL:
+            raise BitstreamError("corrupt key-frame unit (a recall cannot empty the bank)")
+        info = KeyInfo(
+            payload[0],
+            payload[1],
+            slot=bank & 0x0F,
+            tag=int.from_bytes(payload[3:5], "big"),
+            reset=bool(bank & _BANK_RESET),
+            recall=bool(bank & _BANK_RECALL),
+        )
+        return info, payload[5:]
 
 
 @dataclass(frozen=True)
@@ -233,6 +282,7 @@ class KeyUnit:
     feature: bytes
     side: bytes
     enhancement: bytes = b""  # the enhancement layer's chunk (streams with flag bit 1)
+    coded: bytes = b""  # a recall unit's feature residual (entropy coded); '' in key units
 
 
 def pack_key_payload(
@@ -242,13 +292,28 @@ def pack_key_payload(
     info: KeyInfo | None = None,
     enhancement: bytes | None = None,
 ) -> bytes:
-    """Key unit payload: [reason u8, qp u8 (version >= 2)], [the enhancement chunk (streams
-    with the layer)], the key-frame picture, the key feature and model side information, all
-    but the last with varint lengths (the side information runs to the end)."""
-    head = b"" if info is None else bytes([info.reason, info.qp])
+    """Key unit payload: [key info: reason u8, qp u8, bank u8, tag u16], [the enhancement
+    chunk (streams with the layer)], the key-frame picture, the key feature and model side
+    information, all but the last with varint lengths (the side information runs to the end).
+    ``info`` None: the version-1 layout, without key info."""
+    if info is not None and info.recall:
+        raise ValueError("a recall unit is packed by pack_recall_payload")
+    head = b"" if info is None else info.to_bytes()
     if enhancement is not None:
         head += join_enhancement(enhancement, b"")
     return head + _varint(len(keyframe)) + keyframe + _varint(len(key_feature)) + key_feature + side
+
+
+def pack_recall_payload(info: KeyInfo, coded: bytes, enhancement: bytes | None = None) -> bytes:
+    """Recall unit payload (version 4): [key info with the recall bit], [the enhancement
+    chunk], then the frame's feature residual against the recalled reference's key feature,
+    entropy coded as a feature unit's (the coder starts over)."""
+    if not info.recall or info.reset:
+        raise ValueError("a recall unit's key info must have recall set and reset clear")
+    head = info.to_bytes()
+    if enhancement is not None:
+        head += join_enhancement(enhancement, b"")
+    return head + coded
 
 
 def join_enhancement(chunk: bytes, rest: bytes) -> bytes:
@@ -266,15 +331,13 @@ def split_enhancement(payload: bytes, what: str) -> tuple[bytes, bytes]:
 
 
 def read_key_payload(payload: bytes, version: int = VERSION, enhanced: bool = False) -> KeyUnit:
-    """Split a key unit payload of a stream in format ``version``."""
-    info = KeyInfo()
-    if version >= 2:
-        if len(payload) < 2:
-            raise BitstreamError("truncated key-frame unit")
-        info, payload = KeyInfo(payload[0], payload[1]), payload[2:]
+    """Split a key (or recall) unit payload of a stream in format ``version``."""
+    info, payload = KeyInfo.parse(payload, version)
     chunk = b""
     if enhanced:
         chunk, payload = split_enhancement(payload, "key-frame unit")
+    if info.recall:
+        return KeyUnit(info, b"", b"", b"", enhancement=chunk, coded=payload)
     return KeyUnit(info, *unpack_key_payload(payload), enhancement=chunk)
 
 

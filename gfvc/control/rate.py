@@ -65,6 +65,10 @@ class RateController:
         self._last_qp: int | None = None
         self._last_key_bits: float | None = None
         self.deadzone = 0.7
+        #: a "budget" key frame comes when this share of a full period's budget is unspent,
+        #: at least ``min_gap_s`` after the last key frame
+        self.surplus_share = 0.04
+        self.min_gap_s = 2.0
 
     # -- planning
     def budget_until(self, frames_ahead: int) -> float:
@@ -87,9 +91,20 @@ class RateController:
     def burst_cap(self) -> float:
         return math.inf if self.burst is None else self.rate * self.burst
 
-    def due(self) -> bool:
-        """A periodic key frame is due (the planned period has passed)."""
-        return self._since_key >= self.period_frames
+    def due(self) -> str | None:
+        """Why a key frame is due now: "periodic" (the planned period has passed), "budget"
+        (the stream is well under its line, as when the base layer spends less than its
+        share: a fresh key frame and base picture spend the surplus on quality), or None."""
+        if self._since_key >= self.period_frames:
+            return "periodic"
+        if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
+            return None
+        left = None if self.expected_frames is None else self.expected_frames - self.frames
+        if left is not None and left < self.fps:  # too late to pay off
+            return None
+        surplus = self.budget_until(0)
+        worth = max(self.surplus_share * self.rate * self.max_period, 0.5 * self._last_key_bits)
+        return "budget" if surplus >= worth else None
 
     def allows_key(self) -> bool:
         """A triggered key frame fits the budget now (at the coarsest QP at least)."""

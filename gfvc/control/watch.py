@@ -43,6 +43,22 @@ def small_mask(mask: np.ndarray) -> np.ndarray:
     return m.reshape(_SMALL, fy, _SMALL, fx).max(axis=(1, 3)) > 0
 
 
+def rendering_error(
+    grey: np.ndarray, rendered: np.ndarray | None, regions: np.ndarray | None
+) -> tuple[float, float]:
+    """Mean |rendered - camera| over the picture and inside the eye and mouth openings
+    (nan where unknown), ``grey`` being the camera's ``small_grey``."""
+    err = region_err = float("nan")
+    if rendered is not None:
+        diff = np.abs(small_grey(rendered) - grey)
+        err = float(diff.mean())
+        if regions is not None:
+            m = small_mask(regions)
+            if m.any():
+                region_err = float(diff[m].mean())
+    return err, region_err
+
+
 @dataclass
 class WatchSettings:
     """Trigger thresholds, in 8-bit grey levels on 64x64 pictures.
@@ -106,17 +122,39 @@ class Watch:
     ) -> Score:
         g = small_grey(camera)
         change = float(np.abs(g - self._prev).mean()) if self._prev is not None else 0.0
-        err = region_err = float("nan")
-        if rendered is not None:
-            diff = np.abs(small_grey(rendered) - g)
-            err = float(diff.mean())
-            if regions is not None:
-                m = small_mask(regions)
-                if m.any():
-                    region_err = float(diff[m].mean())
+        err, region_err = rendering_error(g, rendered, regions)
         brightness = abs(float(g.mean()) - self._key_brightness)
         self._prev = g
         return Score(err, region_err, change, brightness, tracked)
+
+    def serves(
+        self,
+        camera: np.ndarray,
+        rendered: np.ndarray,
+        regions: np.ndarray | None,
+        reference: np.ndarray | None,
+    ) -> float | None:
+        """The error of a bank reference's rendering of ``camera`` when it passes every
+        test a key frame's rendering passes (no cut, drift, expression or lighting
+        trigger), else None. ``reference``: the camera frame that reference was coded from."""
+        s = self.s
+        g = small_grey(camera)
+        err, region_err = rendering_error(g, rendered, regions)
+        if (
+            reference is not None
+            and abs(float(g.mean()) - float(small_grey(reference).mean())) > s.lighting
+        ):
+            return None
+        if not err <= s.cut_error or region_err > s.region:
+            return None
+        return err
+
+    def recalled(self, camera: np.ndarray, reference: np.ndarray | None) -> None:
+        """A bank reference was recalled for ``camera``: baselines start over, brightness
+        against that reference's own camera frame."""
+        self.key(camera)
+        if reference is not None:
+            self._key_brightness = float(small_grey(reference).mean())
 
     def check(self, sc: Score) -> str | None:
         """The reason to send a key frame now, or None."""

@@ -67,11 +67,24 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
     coder = feature_coder_by_id(h.coder_id, h.feature_dim)
     groups: list[KeyGroup] = []
     acc = None
+    bank: dict[int, tuple[int, bytes, bytes, np.ndarray]] = {}  # slot: tag, picture, side, ints
     for unit in parsed.units:
         if unit[0] == KEY:
             if h.resets_at_key:
                 coder.reset()
             key = read_key_payload(unit[1:], h.version, h.enhanced)
+            if key.info.recall:
+                # The SEI form has no bank: the recalled picture is sent again, and shown at
+                # this one frame as it is (its key feature is the picture's own); the frame's
+                # own motion carries on from the next frame.
+                tag, picture, side, key_acc = bank.get(key.info.slot, (-1, b"", b"", acc))
+                if tag != key.info.tag:
+                    raise BitstreamError("recall of a reference the stream never sent")
+                groups.append(
+                    KeyGroup(picture, side, acc=[key_acc.copy()], info=KeyInfo(key.info.reason))
+                )
+                acc = key_acc + coder.decode(key.coded)
+                continue
             picture, feature, side = key.picture, key.feature, key.side
             if h.key_feature_sent:
                 acc = decode_ints_eg(feature, h.feature_dim, "key-frame feature")
@@ -80,6 +93,9 @@ def gfv_groups(data: bytes) -> tuple[StreamHeader, list[KeyGroup]]:
                     raise BitstreamError("key-frame unit carries an unexpected key feature")
                 acc = np.zeros(h.feature_dim, dtype=np.int64)
             groups.append(KeyGroup(picture, side, info=key.info))
+            if key.info.reset:
+                bank.clear()
+            bank[key.info.slot] = (key.info.tag, picture, side, acc)
         else:
             if acc is None:
                 raise BitstreamError("feature unit before any key-frame unit")
@@ -236,7 +252,7 @@ def gfv_to_annexb(
         gfv_msgs, gfve_msgs = [], []
         sei_msgs: list[SeiMessage] = []
         nal_msgs: list[list[SeiMessage]] = []
-        info = bytes([g.info.reason, g.info.qp])
+        info = g.info.to_bytes()  # reason, QP and the bank fields (slot, tag, reset)
         sei_msgs.append(SeiMessage(USER_DATA_UNREGISTERED, KEY_INFO_UUID + info))
         if g.side:
             sei_msgs.append(SeiMessage(USER_DATA_UNREGISTERED, SIDE_INFO_UUID + g.side))

@@ -125,9 +125,13 @@ def read_annexb(
                         "gfvc key side information after the picture's GFV messages"
                     )
                 if m.payload[:16] == KEY_INFO_UUID:
-                    if len(m.payload) != 18:
+                    if len(m.payload) not in (18, 21):  # 18: written before the bank
                         raise BitstreamError("gfvc key info SEI of the wrong size")
-                    current.info = KeyInfo(m.payload[16], m.payload[17])
+                    current.info = KeyInfo.parse(m.payload[16:], 4 if len(m.payload) == 21 else 2)[
+                        0
+                    ]
+                    if current.info.recall:
+                        raise BitstreamError("gfvc key info SEI marks a picture as a recall")
                 else:
                     current.side += m.payload[16:]
                 continue
