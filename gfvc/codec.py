@@ -329,7 +329,12 @@ class Encoder(_Closable):
         if self.watch is None:
             return None
         rendered = regions = None
-        if self.model.cheap_preview and self.model.tracking and self._key is not None:
+        if (
+            self.model.cheap_preview
+            and self.model.tracking
+            and self._key is not None
+            and self.watch.needs_rendering(frame)
+        ):
             feature = self._predictor.peek(q)  # type: ignore[union-attr]
             rendered, regions = self.model.preview(*self._key, feature)
         score = self.watch.score(frame, rendered, regions, self.model.tracking)

@@ -93,8 +93,9 @@ class RateController:
 
     def due(self) -> str | None:
         """Why a key frame is due now: "periodic" (the planned period has passed), "budget"
-        (the stream is well under its line, as when the base layer spends less than its
-        share: a fresh key frame and base picture spend the surplus on quality), or None."""
+        (the stream runs well under its line, as when the base layer spends less than its
+        share, and what the plan leaves for a key frame buys a picture at least as good as
+        the last one: a fresh reference spends the surplus on quality), or None."""
         if self._since_key >= self.period_frames:
             return "periodic"
         if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
@@ -102,9 +103,12 @@ class RateController:
         left = None if self.expected_frames is None else self.expected_frames - self.frames
         if left is not None and left < self.fps:  # too late to pay off
             return None
-        surplus = self.budget_until(0)
-        worth = max(self.surplus_share * self.rate * self.max_period, 0.5 * self._last_key_bits)
-        return "budget" if surplus >= worth else None
+        if self.budget_until(0) < self.surplus_share * self.rate * self.max_period:
+            return None
+        # with the base layer's new IDR picture (about sixteen of its P pictures): a worse
+        # reference than the last would cost quality
+        affordable = self.key_target() >= self._last_key_bits + 16 * self.base_bits
+        return "budget" if affordable else None
 
     def allows_key(self) -> bool:
         """A triggered key frame fits the budget now (at the coarsest QP at least)."""

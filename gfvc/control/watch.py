@@ -78,6 +78,10 @@ class WatchSettings:
     region: float = 45.0  # ... inside the eye and mouth openings
     lighting: float = 15.0  # brightness change against the key frame
     min_gap: int = 25  # frames between a key frame and a drift/expression/lighting refresh
+    #: the rendering is checked for drift and expression on every this many frames (and on
+    #: every frame that may be a cut): rendering costs ~5 ms, a late refresh by a few frames
+    #: costs nothing
+    render_every: int = 4
 
 
 @dataclass
@@ -101,17 +105,41 @@ class Watch:
         self._since_key = 0
         self._changes: list[float] = []
         self._lost = False
+        self._last_grey: tuple[np.ndarray, np.ndarray] | None = None
         self.last: Score | None = None
         #: reason name -> number of key frames it triggered
         self.counts: dict[str, int] = {}
 
     def key(self, camera: np.ndarray) -> None:
         """A key frame was sent from ``camera``: baselines start over."""
-        g = small_grey(camera)
+        g = self._grey(camera)
         self._prev, self._key_brightness = g, float(g.mean())
         self._changes = []
         self._since_key = 0
         self._lost = False
+
+    def needs_rendering(self, camera: np.ndarray) -> bool:
+        """Whether ``check`` needs this frame's rendering: the picture changed enough to be
+        a cut (the rendering tells a cut from fast motion), or a periodic drift/expression
+        check is due."""
+        g = self._grey(camera)
+        if self._prev is not None and float(np.abs(g - self._prev).mean()) > self._cut_limit():
+            return True
+        return self._since_key + 1 >= self.s.min_gap and self._since_key % self.s.render_every == 0
+
+    def _grey(self, camera: np.ndarray) -> np.ndarray:
+        """``small_grey(camera)``, once per frame."""
+        if self._last_grey is None or self._last_grey[0] is not camera:
+            self._last_grey = (camera, small_grey(camera))
+        return self._last_grey[1]
+
+    def _cut_limit(self) -> float:
+        """The change that reads as a cut: far above this shot's own motion (fast movers
+        change a lot), or a fixed level just after a key frame (no motion measured yet)."""
+        s = self.s
+        if len(self._changes) >= 5:
+            return max(s.cut, s.cut_ratio * float(np.median(self._changes[-25:])))
+        return s.cut_alone
 
     def score(
         self,
@@ -120,7 +148,7 @@ class Watch:
         regions: np.ndarray | None,
         tracked: bool,
     ) -> Score:
-        g = small_grey(camera)
+        g = self._grey(camera)
         change = float(np.abs(g - self._prev).mean()) if self._prev is not None else 0.0
         err, region_err = rendering_error(g, rendered, regions)
         brightness = abs(float(g.mean()) - self._key_brightness)
@@ -162,12 +190,7 @@ class Watch:
         self.last = sc
         self._since_key += 1
         reason = None
-        # a cut is a change far above this shot's own motion (fast movers change a lot)
-        if len(self._changes) >= 5:
-            limit = max(s.cut, s.cut_ratio * float(np.median(self._changes[-25:])))
-        else:
-            limit = s.cut_alone
-        if sc.change > limit and not sc.error <= s.cut_error:  # nan: nothing rendered
+        if sc.change > self._cut_limit() and not sc.error <= s.cut_error:  # nan: none rendered
             reason = "cut"
         self._changes.append(sc.change)
         del self._changes[:-25]  # only the recent ones count: memory flat on long inputs

@@ -121,7 +121,11 @@ class EnhancementDecoder:
     def frame(self, chunk: bytes, warped: np.ndarray) -> np.ndarray:
         base = self.base.decode(chunk)
         with torch.inference_mode():
-            up = upscale(_tensor(base), warped.shape[0])
+            # channels_last throughout: the bicubic upscale returns NCHW, which would switch
+            # the whole network to it (24 ms instead of 18 ms a frame on 2 cores)
+            up = upscale(_tensor(base), warped.shape[0]).contiguous(
+                memory_format=torch.channels_last
+            )
             y = self.fuser(up, _tensor(warped))
         return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
 
