@@ -5,7 +5,8 @@
 For each clip and target rate: the rate reached (whole file: header, key frames, features,
 framing), its error against the target, the key frames sent and why, and encode speed. Then,
 with fixed QP, the key frames the watch adds on each clip as it is and on two clips joined
-(a cut to another person), with the frame of the cut.
+(a cut to another person), with the frame of the cut, and on three shots A, B, A (the cut
+back to A is a recall of A's reference from the bank: its frame, and the key frames' bits).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def main() -> None:
             enc, data, fps = code(frames, EncodeSettings(kbps=r))
             got = stream_report(data).kbps
             worst = max(worst, abs(got / r - 1))
-            why = dict(Counter(k[1] for k in enc.keys))
+            why = dict(
+                Counter(k[1] for k in enc.keys) + Counter(f"recall:{r[1]}" for r in enc.recalls)
+            )
             qps = [k[2] for k in enc.keys]
             print(
                 f"{name[:24]:24} {r:6g} {got:6.2f} {100 * (got / r - 1):+5.1f}%  {why} QP {qps[:4]} {fps:5.0f}"
@@ -67,12 +70,22 @@ def main() -> None:
     print("\nwatch, fixed QP: extra key frames per clip")
     for name, frames in clips.items():
         enc, _, fps = code(frames, EncodeSettings())
-        print(f"{name[:24]:24} {[(i, why) for i, why, _, _ in enc.keys]} {fps:5.0f} fps")
+        print(
+            f"{name[:24]:24} {[(i, why) for i, why, _, _ in enc.keys]} recalls {enc.recalls} {fps:5.0f} fps"
+        )
     names = list(clips)
     for a, b in zip(names, names[1:], strict=False):
         joined = clips[a][:100] + clips[b][:100]
         enc, _, _ = code(joined, EncodeSettings())
         print(f"{a[:12]}+{b[:12]} (cut at 100): {[(i, why) for i, why, _, _ in enc.keys]}")
+    # the reference bank: a cut back to a person seen before is a recall, not a key frame
+    for a, b in zip(names, names[1:], strict=False):
+        back = clips[a][:100] + clips[b][:100] + clips[a][100:200]
+        enc, data, _ = code(back, EncodeSettings())
+        print(
+            f"{a[:12]}+{b[:12]}+{a[:12]} (cuts at 100, 200): keys "
+            f"{[(i, why, bits) for i, why, _, bits in enc.keys]} recalls {enc.recalls}"
+        )
 
 
 if __name__ == "__main__":

@@ -79,6 +79,13 @@ def test_lighting_change_refreshes(model, two_people):
     assert "lighting" in [r for _, r, _, _ in enc.keys], enc.keys
 
 
+def test_expression_far_from_the_key_frame_refreshes(model):
+    """A neutral key frame cannot render wide-open eyes and mouth: an expression key frame."""
+    enc, _ = _keys(model, clip_frames("dt_W009_front_surprised_level3_001.mp4", 115))
+    reasons = [r for _, r, _, _ in enc.keys] + [r for _, r, _ in enc.recalls]
+    assert "expression" in reasons, enc.keys
+
+
 def test_steady_talking_head_sends_no_extra_keyclip_frames(model):
     enc, _ = _keys(model, clip_frames("stk_Obama_clip1.mp4", 150))
     assert [k[1] for k in enc.keys] == ["start"], enc.keys
