@@ -23,7 +23,10 @@ from gfvc.enhance.fusion import Fuser, upscale
 from gfvc.errors import CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
-ENHANCE_FROM_KBPS = 7.0  # a 64x64 base picture costs at least ~110 bits: 2.8 kbps at 25 fps
+#: Below it the generative layer alone scores better on every metric but MS-SSIM than a 64x64
+#: base near its floor (a picture costs at least ~110 bits: 2.8 kbps at 25 fps) fused with a
+#: starved key frame (measured at 8 kbps on lp_d3, vr_1, dpe_d: docs/enhance.md).
+ENHANCE_FROM_KBPS = 10.0
 #: The least a base layer can be asked to spend (kbps): its pictures' floor at 64x64.
 ENHANCE_FLOOR_KBPS = 3.0
 #: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
