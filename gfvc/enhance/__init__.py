@@ -29,6 +29,8 @@ from gfvc.errors import CheckpointError, InputError
 ENHANCE_FROM_KBPS = 10.0
 #: The least a base layer can be asked to spend (kbps): its pictures' floor at 64x64.
 ENHANCE_FLOOR_KBPS = 3.0
+#: The generative layer's share beside the base layer: a quarter of the rate, within these.
+GENERATIVE_KBPS = (2.0, 3.0)
 #: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
 LARGE_BASE_FROM_KBPS = 10.0
 
@@ -65,7 +67,8 @@ def plan_layers(kbps: float) -> LayerPlan:
     layer takes the rest."""
     if kbps < ENHANCE_FROM_KBPS:
         return LayerPlan(kbps)
-    gen = min(3.0, max(2.0, kbps / 4))
+    lo, hi = GENERATIVE_KBPS
+    gen = min(hi, max(lo, kbps / 4))
     base = kbps - gen
     return LayerPlan(gen, 64 if base < LARGE_BASE_FROM_KBPS else 128, base)
 

@@ -58,7 +58,10 @@ def x265_stream_options(qp: int | None, kbps: float | None) -> dict[str, str]:
     """libx265 low delay for a live stream: fixed QP, or x265's own rate control at ``kbps``
     with a one-second VBV buffer (no frame may stall a call)."""
     parts = ["bframes=0", "scenecut=0", "keyint=100000", "min-keyint=100000", "info=0"]
-    parts += ["rc-lookahead=0", "log-level=error", "repeat-headers=1"]
+    # one frame thread: x265's rate control then depends on nothing but the pictures (with
+    # several, on thread timing: the same clip gave different streams under load), and at
+    # these sizes it is no slower (measured 0.74 vs 0.85 ms a 64x64 picture)
+    parts += ["rc-lookahead=0", "log-level=error", "repeat-headers=1", "frame-threads=1"]
     if kbps is not None:
         k = max(1, round(kbps))
         parts += [f"bitrate={k}", f"vbv-maxrate={k}", f"vbv-bufsize={k}"]
