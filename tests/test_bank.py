@@ -162,3 +162,18 @@ def test_budget_key_frame_spends_a_surplus():
     assert rc.due() == "budget"
     rc.frames = 240  # the clip ends within a second
     assert rc.due() is None
+
+
+def test_a_live_receiver_that_lost_a_packet_resynchronises_at_a_recall(aba):
+    """A recall needs only the bank: after a loss, it is an entry point like a key frame."""
+    from gfvc.bitstream import pack_packet
+    from gfvc.models import model_class
+
+    _, enc, units = aba
+    packets = [pack_packet(u, i) for i, u in enumerate(units)]
+    rx = Decoder(enc.header.to_bytes(), model_class("landmark").create())
+    at = enc.recalls[0][0]
+    shown = [rx.receive(p) for i, p in enumerate(packets) if i != 45]  # one B packet lost
+    assert shown[45].needs_refresh and not shown[45].decoded  # waits for a key frame
+    assert all(s.needs_refresh for s in shown[45 : at - 1])
+    assert shown[at - 1].decoded and not shown[at - 1].needs_refresh  # the recall (one fewer)
