@@ -277,6 +277,7 @@ class Encoder(_Closable):
         recall = self._recall(frame, reason) if reason in RECALLABLE else None
         if recall is not None:
             unit, base = self._recall_unit(frame, reason, *recall)  # type: ignore[arg-type]
+            self._refresh = False  # a requested "cut" / "face-found" is answered too
         elif reason is not None:
             base = self._base_picture(frame, key=True)  # the base layer restarts (IDR)
             unit, predictor, key, ref, info = self._key_unit(frame, reason, base)

@@ -177,3 +177,19 @@ def test_a_live_receiver_that_lost_a_packet_resynchronises_at_a_recall(aba):
     assert shown[45].needs_refresh and not shown[45].decoded  # waits for a key frame
     assert all(s.needs_refresh for s in shown[45 : at - 1])
     assert shown[at - 1].decoded and not shown[at - 1].needs_refresh  # the recall (one fewer)
+
+
+def test_a_cut_the_input_announces_is_answered_by_a_recall_once(aba):
+    """``request_refresh("cut")`` (the crop jumped) may be answered from the bank; the
+    request is then spent, not repeated on every later frame."""
+    from gfvc.models import model_class
+
+    frames, _, _ = aba
+    enc = Encoder(model_class("landmark").create(), keyframe_codec("svtav1", qp=40))
+    for f in frames[:60]:  # A, then B from frame 30
+        enc.encode_unit(f)
+    enc.request_refresh("cut")
+    for f in frames[60:70]:  # A again
+        enc.encode_unit(f)
+    assert [r[:2] for r in enc.recalls] == [(60, "cut")], (enc.keys, enc.recalls)
+    assert [k[0] for k in enc.keys] == [0, 30]
