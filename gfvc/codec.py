@@ -274,7 +274,7 @@ class Encoder(_Closable):
                 raise InputError(f"feature must have {self.model.dim} values")
             q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
-        recall = self._recall(frame, reason) if reason in RECALLABLE else None
+        recall = self._recall(frame) if reason in RECALLABLE else None
         if recall is not None:
             unit, base = self._recall_unit(frame, reason, *recall)  # type: ignore[arg-type]
             self._refresh = False  # a requested "cut" / "face-found" is answered too
@@ -345,7 +345,7 @@ class Encoder(_Closable):
         return reason if self.rate is None or self.rate.allows_key() else None
 
     def _recall(
-        self, frame: np.ndarray, reason: str
+        self, frame: np.ndarray
     ) -> tuple[int, Reference, ClosedLoopPredictor, np.ndarray] | None:
         """A bank reference (other than the current one) that renders ``frame`` well enough
         to answer the watch's trigger: its slot, itself, its predictor and the residual; or
@@ -373,7 +373,7 @@ class Encoder(_Closable):
             rendered, regions = self.model.preview(
                 ref.key_frame, ref.key_feature, predictor.peek(q)
             )
-            err = self.watch.serves(frame, rendered, regions, ref.camera)
+            err = self.watch.serves(frame, rendered, regions, ref.brightness)
             if err is not None and (best is None or err < best[0]):
                 best = (err, slot, ref, predictor, q)
         if best is None:
@@ -403,7 +403,7 @@ class Encoder(_Closable):
         self._key = (ref.key_frame, ref.key_feature)  # type: ignore[assignment]
         self.bank.touch(slot)
         self.recalls.append((self.frame_index, reason, slot))
-        self.watch.recalled(frame, ref.camera)  # type: ignore[union-attr]
+        self.watch.recalled(frame, ref.brightness)  # type: ignore[union-attr]
         return unit, base
 
     def _key_unit(
@@ -443,7 +443,8 @@ class Encoder(_Closable):
         info = KeyInfo(REASON[reason], min(qp, QP_UNKNOWN), slot=slot, tag=tag, reset=reset)
         self.keys.append((self.frame_index, reason, qp, 8 * len(picture)))
         unit = bytes([KEY]) + pack_key_payload(picture, feature, side, info, enhancement=base)
-        ref = Reference(tag, decoded, key_feature, predictor, side, camera=frame.copy())
+        brightness = None if self.watch is None else self.watch.brightness(frame)
+        ref = Reference(tag, decoded, key_feature, predictor, side, brightness=brightness)
         return unit, predictor, (decoded, key_feature), ref, info  # type: ignore[return-value]
 
     def _key_picture(self, frame: np.ndarray, other_bits: int) -> tuple[bytes, int]:

@@ -27,7 +27,7 @@ class Reference:
     key_feature: np.ndarray
     start: ClosedLoopPredictor  # the predictor as the key unit left it (copied on use)
     side: bytes  # the model's key side information
-    camera: np.ndarray | None = None  # encoder: the camera frame it was coded from
+    brightness: float | None = None  # encoder: that of the camera frame it was coded from
 
     def __post_init__(self) -> None:
         self.start = self.predictor()  # a snapshot: the live predictor moves on
@@ -45,9 +45,6 @@ class ReferenceBank:
         self._refs: dict[int, Reference] = {}
         self._order: list[int] = []  # least recently used first
         self.next_tag = 0
-
-    def __len__(self) -> int:
-        return len(self._refs)
 
     def items(self) -> list[tuple[int, Reference]]:
         return sorted(self._refs.items())

@@ -104,14 +104,17 @@ class Watch:
         self._since_key = 0
         self._changes: list[float] = []
         self._lost = False
-        self._last_grey: tuple[np.ndarray, np.ndarray] | None = None
+        # this frame's grey picture and change from the previous one (needs_rendering and
+        # score both ask for them)
+        self._seen: tuple[np.ndarray, np.ndarray, float] | None = None
         self.last: Score | None = None
         #: reason name -> number of key frames it triggered
         self.counts: dict[str, int] = {}
 
     def key(self, camera: np.ndarray) -> None:
         """A key frame was sent from ``camera``: baselines start over."""
-        g = self._grey(camera)
+        g = self._observe(camera)[0]
+        self._seen = None  # the frame is done (a caller may reuse its array for the next)
         self._prev, self._key_brightness = g, float(g.mean())
         self._changes = []
         self._since_key = 0
@@ -121,16 +124,22 @@ class Watch:
         """Whether ``check`` needs this frame's rendering: the picture changed enough to be
         a cut (the rendering tells a cut from fast motion), or a periodic drift/expression
         check is due."""
-        g = self._grey(camera)
-        if self._prev is not None and float(np.abs(g - self._prev).mean()) > self._cut_limit():
+        if self._observe(camera)[1] > self._cut_limit():
             return True
         return self._since_key + 1 >= self.s.min_gap and self._since_key % self.s.render_every == 0
 
-    def _grey(self, camera: np.ndarray) -> np.ndarray:
-        """``small_grey(camera)``, once per frame."""
-        if self._last_grey is None or self._last_grey[0] is not camera:
-            self._last_grey = (camera, small_grey(camera))
-        return self._last_grey[1]
+    def brightness(self, camera: np.ndarray) -> float:
+        """Mean grey level of ``camera`` as the lighting trigger measures it."""
+        return float(self._observe(camera)[0].mean())
+
+    def _observe(self, camera: np.ndarray) -> tuple[np.ndarray, float]:
+        """``small_grey(camera)`` and its mean change from the previous frame, computed once
+        per frame."""
+        if self._seen is None or self._seen[0] is not camera:
+            g = small_grey(camera)
+            change = float(np.abs(g - self._prev).mean()) if self._prev is not None else 0.0
+            self._seen = (camera, g, change)
+        return self._seen[1], self._seen[2]
 
     def _cut_limit(self) -> float:
         """The change that reads as a cut: far above this shot's own motion (fast movers
@@ -147,8 +156,7 @@ class Watch:
         regions: np.ndarray | None,
         tracked: bool,
     ) -> Score:
-        g = self._grey(camera)
-        change = float(np.abs(g - self._prev).mean()) if self._prev is not None else 0.0
+        g, change = self._observe(camera)
         err, region_err = rendering_error(g, rendered, regions)
         brightness = abs(float(g.mean()) - self._key_brightness)
         self._prev = g
@@ -159,34 +167,36 @@ class Watch:
         camera: np.ndarray,
         rendered: np.ndarray,
         regions: np.ndarray | None,
-        reference: np.ndarray | None,
+        reference_brightness: float | None,
     ) -> float | None:
         """The error of a bank reference's rendering of ``camera`` when it passes every
         test a key frame's rendering passes (no cut, drift, expression or lighting
-        trigger), else None. ``reference``: the camera frame that reference was coded from."""
+        trigger), else None. ``reference_brightness``: that of the camera frame the
+        reference was coded from."""
         s = self.s
-        g = small_grey(camera)
+        g = self._observe(camera)[0]
         err, region_err = rendering_error(g, rendered, regions)
         if (
-            reference is not None
-            and abs(float(g.mean()) - float(small_grey(reference).mean())) > s.lighting
+            reference_brightness is not None
+            and abs(float(g.mean()) - reference_brightness) > s.lighting
         ):
             return None
         if not err <= s.cut_error or region_err > s.region:
             return None
         return err
 
-    def recalled(self, camera: np.ndarray, reference: np.ndarray | None) -> None:
+    def recalled(self, camera: np.ndarray, reference_brightness: float | None) -> None:
         """A bank reference was recalled for ``camera``: baselines start over, brightness
         against that reference's own camera frame."""
         self.key(camera)
-        if reference is not None:
-            self._key_brightness = float(small_grey(reference).mean())
+        if reference_brightness is not None:
+            self._key_brightness = reference_brightness
 
     def check(self, sc: Score) -> str | None:
         """The reason to send a key frame now, or None."""
         s = self.s
         self.last = sc
+        self._seen = None  # the frame is done (a caller may reuse its array for the next)
         self._since_key += 1
         reason = None
         if sc.change > self._cut_limit() and not sc.error <= s.cut_error:  # nan: none rendered
