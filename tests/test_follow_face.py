@@ -52,6 +52,20 @@ def test_a_cut_is_a_refresh(faces):
     assert _centre(tr.boxes[19])[0] < W / 2 < _centre(tr.boxes[20])[0]
 
 
+def test_a_cut_to_another_person_is_followed_from_the_cut(faces):
+    """Shot A (one person, left), then shot B (someone else, bigger, right): the crop moves to
+    B at the cut with one key frame there, instead of coding B's shot as a lost span."""
+    other = face_frames(clip("stk_feifeili_clip1.mp4"), 30, side=SIDE + 40)
+    _, ys = pan_path(20, W, H, SIDE)
+    shot_a = pan(faces[:20], W, H, np.full(20, 40.0), ys)
+    shot_b = pan(other, W, H, np.full(30, W - SIDE - 60.0), np.full(30, 40.0))
+    tr = track_face(shot_a + shot_b, 25.0)
+    assert tr.lost == [] and [s for s, _ in tr.shots] == [0, 20]
+    assert tr.refresh == [20] and tr.refresh_reasons[20] == "cut"
+    assert _centre(tr.boxes[19])[0] < W / 2 < _centre(tr.boxes[20])[0]
+    assert tr.boxes[20].size > tr.boxes[19].size
+
+
 def test_plan_crops_bridges_flicker_and_plans_lost_spans():
     box = (200.0, 150.0, 80.0)
     raw = [box] * 10 + [None] * 2 + [box] * 10 + [None] * 30 + [box] * 8

@@ -46,6 +46,9 @@ LAZY = 0.06  # the crop moves only when the face is further than this (crop side
 KEEP_IN = 0.12  # the face centre stays within this fraction of the crop side of its middle
 STILL = 0.05  # a path that stays within this fraction of the crop side is held still
 SAME_PERSON = 0.55  # dlib embedding distance under which two faces are one person
+#: The subject away this long while someone else is in view: the crop follows them from the
+#: frame they appeared (a cut to another person), instead of coding a lost span.
+ADOPT_S = 0.4
 
 _Box = tuple[float, float, float]  # (cx, cy, side) in source pixels
 
@@ -166,6 +169,7 @@ def track_face(
     first_crop = None
     most_faces = 0
     width = height = 0
+    away: list[list[_Box]] = []  # the faces of each frame since the subject was last seen
     try:
         for i, frame in enumerate(frames):
             rgb = to_rgb_frame(frame)
@@ -173,7 +177,12 @@ def track_face(
             faces = det(rgb)
             most_faces = max(most_faces, len(faces))
             pick: _Box | None = None
-            if subject is None:
+            if subject is not None and faces and i - seen_at > max(1, round(ADOPT_S * fps)):
+                # the subject is gone and someone else is here: follow the one in view
+                pick = faces[0]
+                ref_emb = ident(rgb, pick)
+                _back_fill(raw, away, pick)
+            elif subject is None:
                 if len(faces) > face:
                     pick = faces[face]
                     ref_emb = ident(rgb, pick)
@@ -187,6 +196,9 @@ def track_face(
                     pick = None  # someone else may have come into view: wait for the check
             if pick is not None:
                 subject, seen_at = pick, i
+                away.clear()
+            else:
+                away.append(faces)
             raw.append(pick)
     finally:
         det.close()
@@ -205,6 +217,23 @@ def track_face(
     track.first_face_crop = first_crop
     track.faces_at_start = most_faces
     return track
+
+
+def _back_fill(raw: list[_Box | None], away: list[list[_Box]], pick: _Box) -> None:
+    """Follow the newly adopted face back through the frames the subject was away (``away``
+    holds their detections, the last ``len(away)`` entries of ``raw``), so that its shot
+    starts where it appeared, not when it was adopted."""
+    last = pick
+    for j in range(len(away) - 1, -1, -1):
+        near = [
+            f
+            for f in away[j]
+            if _dist(f, last) <= GATE * last[2] and 1 / SIZE_JUMP <= f[2] / last[2] <= SIZE_JUMP
+        ]
+        if not near:
+            return
+        last = min(near, key=lambda f: _dist(f, last))
+        raw[len(raw) - len(away) + j] = last
 
 
 def _follow(
