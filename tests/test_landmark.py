@@ -237,3 +237,38 @@ def test_refiner_fast_path_with_two_separate_regions():
     assert torch.allclose(full.frame, fast.frame, atol=1e-5)
     assert torch.allclose(full.alpha, fast.alpha, atol=1e-6)
     assert full.alpha[0, 0, 60:80].abs().max() == 0  # nothing painted between eyes and mouth
+
+
+def test_a_closing_eye_shows_its_lid_not_the_squeezed_eye(monkeypatch):
+    """lp_d3 narrows and closes her eyes from frame 40 on. Animating frame 0 (eyes open) as the
+    decoder does squeezes iris and lashes into a dark line that dlib reads as an open eye; with
+    the lid shown, the eyes read closer to the source's on nearly every frame. An eye as open
+    as the key's is left alone."""
+    import gfvc.models.landmark as lm
+    from gfvc.codec import EncodeSettings, FramePreparer
+    from gfvc.eval.face import LEFT_EYE, RIGHT_EYE, dlib_landmarks, eye_aspect_ratio, face_box
+
+    prep = FramePreparer(clip("lp_d3.mp4"), EncodeSettings(frames=121))
+    frames = list(prep)
+    prep.close()
+    model = lm.LandmarkModel.create()
+    pts = [model._tracker(f) for f in frames]
+    feats = [model.shape.analyse(p) for p in pts]
+
+    def ear(img: np.ndarray, i: int) -> float:
+        p = dlib_landmarks(img, face_box(frames[i]))
+        return (eye_aspect_ratio(p, RIGHT_EYE) + eye_aspect_ratio(p, LEFT_EYE)) / 2
+
+    def errors() -> np.ndarray:
+        out = []
+        for i in range(40, 121, 8):
+            drv = model.shape.animate(pts[0], feats[0], feats[i])
+            out.append(abs(ear(lm.warp_inputs(frames[0], pts[0], drv)[0], i) - ear(frames[i], i)))
+        return np.array(out)
+
+    same = lm.warp_inputs(frames[0], pts[0], pts[0])[0]
+    with_lids = errors()
+    monkeypatch.setattr(lm, "close_lids", lambda *a: None)
+    squeezed = errors()
+    assert np.array_equal(same, lm.warp_inputs(frames[0], pts[0], pts[0])[0])
+    assert np.sum(with_lids < squeezed) >= 9 and with_lids.mean() < 0.85 * squeezed.mean()

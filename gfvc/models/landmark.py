@@ -268,8 +268,46 @@ def warp_inputs(
     dst = np.concatenate([drv_pts[:, :2], border])
     tris = triangulate(src) if triangles is None else triangles
     mx, my = piecewise_affine_maps(src, dst, tris, size)
+    close_lids(key_pts, drv_pts, my)
     warped = cv2.remap(key_frame, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return warped, region_masks(drv_pts[:, :2], size), sampling_grid(mx, my)
+
+
+#: (eye ring, upper-lid mid point, lower-lid mid point) of each eye (FaceMesh indices); a ring
+#: runs corner, seven upper-lid points, corner, seven lower-lid points.
+_EYES = ((RIGHT_EYE_RING, 159, 145), (LEFT_EYE_RING, 386, 374))
+LID_FROM = 0.75  # an eye this much less open than the key's starts to show its lid
+LID_FULL = 0.3  # ... and shows only lid from this much
+LID_LIFT = 0.5  # the lid patch reaches this share of the closing above the driving lid
+LID_RAISE = 0.9  # the lid's texture is taken this many key eye openings above
+
+
+def close_lids(key_pts: np.ndarray, drv_pts: np.ndarray, map_y: np.ndarray) -> None:
+    """Let closing eyes show their lids (in place, on the warp's ``map_y``).
+
+    A warp of an open-eyed key frame squeezes iris, lashes and crease into a closing eye: a
+    dark smear that face trackers read as an open eye. Where the driving eye is much less
+    open than the key's, the eye area (grown upwards by part of the closing) samples the key
+    from about one eye opening higher instead: the lid skin. Computed from the driving and
+    key landmarks only (transmitted integers), so encoder and decoder agree."""
+    import cv2
+
+    size = map_y.shape[0]
+    for ring, up, lo in _EYES:
+        key_open = key_pts[_POS[lo], 1] - key_pts[_POS[up], 1]
+        drv_open = drv_pts[_POS[lo], 1] - drv_pts[_POS[up], 1]
+        if key_open <= 1:
+            continue
+        share = float(np.clip((LID_FROM - drv_open / key_open) / (LID_FROM - LID_FULL), 0, 1))
+        if share <= 0:
+            continue
+        poly = drv_pts[[_POS[i] for i in ring], :2].copy()
+        poly[1:8, 1] -= max(0.0, key_open - drv_open) * LID_LIFT
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 1.5)
+        map_y -= (share * LID_RAISE * key_open) * soft
 
 
 def network_input(
