@@ -214,3 +214,28 @@ def test_fusion_training_runs_resumes_and_ships(tmp_path):
     assert any("resumed at step 2" in s for s in logs)
     net, digest = load_fuser(str(out))
     assert len(digest) == 8 and net.head.weight.abs().sum() > 0
+
+
+def test_gradient_term_punishes_blur_and_fine_tuning_starts_from_weights(tmp_path):
+    """The gradient term is zero for the target itself and grows when the output is blurred;
+    ``init`` starts training from given weights (fine-tuning), not from scratch."""
+    import torch
+    import torch.nn.functional as F
+
+    from gfvc.enhance import fusion_weights_path
+    from gfvc.train.fusion import FusionTrainConfig, loss_fn, train_fusion
+
+    t = torch.rand(1, 3, 32, 32)
+    blur = F.avg_pool2d(t, 3, 1, 1, count_include_pad=False)
+    assert loss_fn(t, t, 0.5, 1.0)[1]["grad"] == 0
+    assert loss_fn(blur, t, 0.5, 1.0)[1]["grad"] > 0.1
+    assert "grad" not in loss_fn(blur, t, 0.5)[1]
+    gt = np.random.default_rng(1).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", gt=gt, warp=gt, b64_30=gt[:, ::4, ::4])
+    cfg = FusionTrainConfig(
+        data_dir=str(tmp_path), run_dir=str(tmp_path / "run"), steps=1, batch=2, crop=32,
+        lr=1e-9, grad_weight=1.0, init=str(fusion_weights_path()),
+    )  # fmt: skip
+    out = torch.load(train_fusion(cfg, log=lambda s: None), weights_only=True)["net"]
+    shipped = torch.load(fusion_weights_path(), weights_only=True)["net"]
+    assert all(torch.allclose(out[k], shipped[k], atol=1e-5) for k in shipped)

@@ -40,6 +40,10 @@ class FusionTrainConfig:
     lr: float = 2e-3
     width: int = 16
     ssim_weight: float = 0.5
+    #: L1 on the image gradients: rewards the warp's sharp texture where the target has it
+    #: (L1 + SSIM alone let the network settle on the base's blur, which costs identity)
+    grad_weight: float = 0.0
+    init: str = ""  # start from these fusion weights (fine-tuning) instead of from scratch
     crop: int = 128  # training crop side (the network is fully convolutional)
     checkpoint_every: int = 100
     val_every: int = 250
@@ -88,13 +92,26 @@ class FusionData:
         return torch.cat(base), torch.cat(warp), torch.cat(gt)
 
 
-def loss_fn(y: torch.Tensor, t: torch.Tensor, ssim_weight: float) -> tuple[torch.Tensor, dict]:
-    """L1 + SSIM (MS-SSIM needs frames above 160 pixels; training uses crops)."""
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def loss_fn(
+    y: torch.Tensor, t: torch.Tensor, ssim_weight: float, grad_weight: float = 0.0
+) -> tuple[torch.Tensor, dict]:
+    """L1 + SSIM (MS-SSIM needs frames above 160 pixels; training uses crops), plus L1 on
+    the horizontal and vertical image gradients with ``grad_weight``."""
     from pytorch_msssim import ssim
 
     l1 = (y - t).abs().mean()
     s = ssim(y, t, data_range=1.0, size_average=True)
-    return l1 + ssim_weight * (1 - s), {"l1": float(l1.detach()), "ssim": float(s.detach())}
+    loss = l1 + ssim_weight * (1 - s)
+    parts = {"l1": float(l1.detach()), "ssim": float(s.detach())}
+    if grad_weight:
+        g = sum((a - b).abs().mean() for a, b in zip(_gradients(y), _gradients(t), strict=True))
+        loss = loss + grad_weight * g
+        parts["grad"] = float(g.detach())
+    return loss, parts
 
 
 @torch.inference_mode()
@@ -125,6 +142,9 @@ def train_fusion(
     data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed)
     val = FusionData(val_dir) if val_dir else None
     net = Fuser(width=cfg.width)
+    if cfg.init:
+        ck = torch.load(Path(cfg.init).expanduser(), map_location="cpu", weights_only=True)
+        net.load_state_dict(ck["net"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     step = 0
     if (run / "last.pt").exists():
@@ -140,7 +160,7 @@ def train_fusion(
     t0 = t_last = time.time()
     while step < cfg.steps:
         b, w, t = data.batch(cfg.batch, cfg.crop)
-        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight)
+        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight, cfg.grad_weight)
         optimizer_step(net, opt, sched, loss)
         step += 1
         if step % 20 == 0:
