@@ -92,6 +92,9 @@ MAX_GOP = 1_000_000  # frames between periodic key frames
 BANK_RESETS = ("start", "request", "gop")
 #: Watch triggers a reference already in the bank may answer (instead of a new key frame).
 RECALLABLE = ("cut", "face-found", "drift", "expression", "lighting")
+#: Watch triggers that wait for the budget when no bank reference can answer them (a cut or a
+#: face found again never waits: a wrong face must not stay on screen).
+BUDGETED = ("drift", "expression", "lighting")
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -274,7 +277,9 @@ class Encoder(_Closable):
                 raise InputError(f"feature must have {self.model.dim} values")
             q = self._predictor.residual(feature, deadzone)
             reason = self._watch(frame, q)
-        recall = self._recall(frame) if reason in RECALLABLE else None
+        recall = self._recall(frame, reason, feature) if reason in RECALLABLE else None
+        if recall is None and reason in BUDGETED and not self._key_affordable():
+            reason = None  # a refresh the budget cannot pay for now (a recall it always can)
         if recall is not None:
             unit, base = self._recall_unit(frame, reason, *recall)  # type: ignore[arg-type]
             self._refresh = False  # a requested "cut" / "face-found" is answered too
@@ -330,6 +335,7 @@ class Encoder(_Closable):
         if self.watch is None:
             return None
         rendered = regions = None
+        beyond = False
         if (
             self.model.cheap_preview
             and self.model.tracking
@@ -338,14 +344,16 @@ class Encoder(_Closable):
         ):
             feature = self._predictor.peek(q)  # type: ignore[union-attr]
             rendered, regions = self.model.preview(*self._key, feature)
-        score = self.watch.score(frame, rendered, regions, self.model.tracking)
+            beyond = self.model.eyes_beyond_reference()
+        score = self.watch.score(frame, rendered, regions, self.model.tracking, beyond)
         reason = self.watch.check(score)
-        if reason in ("cut", "face-found") or reason is None:  # a wrong face must go at once
-            return reason
-        return reason if self.rate is None or self.rate.allows_key() else None
+        return reason
+
+    def _key_affordable(self) -> bool:
+        return self.rate is None or self.rate.allows_key()
 
     def _recall(
-        self, frame: np.ndarray
+        self, frame: np.ndarray, reason: str, feature: np.ndarray | None = None
     ) -> tuple[int, Reference, ClosedLoopPredictor, np.ndarray] | None:
         """A bank reference (other than the current one) that renders ``frame`` well enough
         to answer the watch's trigger: its slot, itself, its predictor and the residual; or
@@ -360,8 +368,11 @@ class Encoder(_Closable):
         ]
         if not others:
             return None
-        self.model.reset()  # as for a key frame: the tracker forgets the frames before the cut
-        feature = self.model.analyse(frame)
+        if feature is None or reason in ("cut", "face-found"):
+            # as for a key frame: the tracker forgets the frames before the cut (the same
+            # face going on, the frame's own analysis stands)
+            self.model.reset()
+            feature = self.model.analyse(frame)
         if not self.model.tracking:
             return None
         deadzone = self.rate.deadzone if self.rate is not None else self.deadzone
@@ -373,7 +384,8 @@ class Encoder(_Closable):
             rendered, regions = self.model.preview(
                 ref.key_frame, ref.key_feature, predictor.peek(q)
             )
-            err = self.watch.serves(frame, rendered, regions, ref.brightness)
+            beyond = self.model.eyes_beyond_reference()
+            err = self.watch.serves(frame, rendered, regions, ref.brightness, beyond)
             if err is not None and (best is None or err < best[0]):
                 best = (err, slot, ref, predictor, q)
         if best is None:

@@ -212,3 +212,21 @@ def test_skipped_frames_count_as_time_for_the_budget():
         spent[drop] = 8 * total / 4  # bits per second over the 4 s
     assert enc.frame_index == 50  # sequence numbers count coded frames only
     assert spent[True] > 0.6 * spent[False], spent
+
+
+def test_eyes_opening_beyond_a_downcast_reference_recall_an_open_eyed_one(model, monkeypatch):
+    """lp_d3 looks down (eyes nearly closed) around frame 143 and opens her eyes from 170: a
+    reference coded at 143 cannot show open eyes (a warp closes eyes, it cannot open them).
+    The encoder answers with a recall of the open-eyed first reference, even when the budget
+    has no room for a key frame."""
+    frames = clip_frames("lp_d3.mp4", 200)
+    enc, _ = _keys(model, frames[:143])
+    scheduled = enc._scheduled_key
+    monkeypatch.setattr(
+        enc, "_scheduled_key", lambda: scheduled() or ("periodic" if len(enc.keys) == 1 else None)
+    )
+    monkeypatch.setattr(enc, "_key_affordable", lambda: False)  # no room for a key frame
+    for f in frames[143:]:
+        enc.encode_unit(f)
+    assert [k[0] for k in enc.keys] == [0, 143]
+    assert enc.recalls and enc.recalls[0][1:] == ("expression", 0) and enc.recalls[0][0] >= 168

@@ -7,7 +7,8 @@ for when the rendering can no longer serve:
 * ``cut``: the camera's picture changed at once (a scene cut, another person);
 * ``drift``: the whole rendered picture is far from the camera's;
 * ``expression``: the eye and mouth openings are far off (teeth, eyes wide open, a blink the
-  key frame cannot show);
+  key frame cannot show), or the model says the eyes are open beyond what the key frame can
+  show (it was coded with them closed or looking down);
 * ``lighting``: the frame's brightness moved away from the key frame's;
 * ``face-found``: the face tracker found the face again after losing it.
 
@@ -92,6 +93,7 @@ class Score:
     change: float  # mean |camera - previous camera frame|
     brightness: float  # |mean camera brightness - the key frame's|
     tracked: bool  # the model's tracker saw the face
+    eyes_beyond: bool = False  # eyes more open than the reference can show (the model says)
 
 
 class Watch:
@@ -155,12 +157,13 @@ class Watch:
         rendered: np.ndarray | None,
         regions: np.ndarray | None,
         tracked: bool,
+        eyes_beyond: bool = False,
     ) -> Score:
         g, change = self._observe(camera)
         err, region_err = rendering_error(g, rendered, regions)
         brightness = abs(float(g.mean()) - self._key_brightness)
         self._prev = g
-        return Score(err, region_err, change, brightness, tracked)
+        return Score(err, region_err, change, brightness, tracked, eyes_beyond)
 
     def serves(
         self,
@@ -168,6 +171,7 @@ class Watch:
         rendered: np.ndarray,
         regions: np.ndarray | None,
         reference_brightness: float | None,
+        eyes_beyond: bool = False,
     ) -> float | None:
         """The error of a bank reference's rendering of ``camera`` when it passes every
         test a key frame's rendering passes (no cut, drift, expression or lighting
@@ -181,7 +185,7 @@ class Watch:
             and abs(float(g.mean()) - reference_brightness) > s.lighting
         ):
             return None
-        if not err <= s.cut_error or region_err > s.region:
+        if not err <= s.cut_error or region_err > s.region or eyes_beyond:
             return None
         return err
 
@@ -219,6 +223,6 @@ class Watch:
             return "lighting"
         if sc.error > s.drift:  # nan (nothing rendered) compares False
             return "drift"
-        if sc.region_error > s.region:
+        if sc.region_error > s.region or sc.eyes_beyond:
             return "expression"
         return None

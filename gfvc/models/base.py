@@ -171,6 +171,12 @@ class MotionModel(abc.ABC):
         """Encoder: whether the last ``analyse`` saw the face (models without a tracker: True)."""
         return True
 
+    def eyes_beyond_reference(self) -> bool:
+        """Encoder, after ``analyse`` and ``load_key_side_info``: the analysed frame's eyes
+        are clearly more open than the reference's, which a warp of the reference cannot
+        show (models that cannot tell: False)."""
+        return False
+
     def key_side_info(self, key_feature: np.ndarray) -> bytes:
         """Encoder, right after analysing a key frame: extra data the decoder needs for this
         key frame (sent once in the key unit), e.g. the key frame's own landmarks. The

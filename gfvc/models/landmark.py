@@ -310,6 +310,21 @@ def close_lids(key_pts: np.ndarray, drv_pts: np.ndarray, map_y: np.ndarray) -> N
         map_y -= (share * LID_RAISE * key_open) * soft
 
 
+#: An eye open this much more (lid gap over eye width) than the reference's cannot be shown
+#: from it (lp_d3: 0.05-0.14 looking down, 0.33-0.43 open).
+EYES_BEYOND = 0.12
+
+
+def eye_openings(pts: np.ndarray) -> np.ndarray:
+    """(2,) lid gap over eye width of each eye, from (P, 2+) landmarks."""
+
+    def ratio(up: int, lo: int, a: int, b: int) -> float:
+        width = float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
+        return float(np.linalg.norm(pts[_POS[up], :2] - pts[_POS[lo], :2])) / max(width, 1e-6)
+
+    return np.array([ratio(159, 145, 33, 133), ratio(386, 374, 362, 263)])
+
+
 def network_input(
     warped: np.ndarray, key_frame: np.ndarray, masks: np.ndarray, grid: np.ndarray
 ) -> np.ndarray:
@@ -421,6 +436,15 @@ class LandmarkModel(MotionModel):
         pts = self._tracker(frame)
         self._key_pts = pts  # remembered in case this is a key frame
         return self.shape.analyse(pts)
+
+    def eyes_beyond_reference(self) -> bool:
+        """An eye of the analysed frame is open by more than ``EYES_BEYOND`` of its width
+        beyond the reference's: the reference was coded with the eyes (nearly) closed or
+        looking down, and a warp can close an eye (``close_lids``) but cannot open one."""
+        if self._key_pts is None or self._dec_key is None:
+            return False
+        now, ref = eye_openings(self._key_pts), eye_openings(self._dec_key[0])
+        return bool(np.any(now - ref > EYES_BEYOND))
 
     def key_side_info(self, key_feature: np.ndarray) -> bytes:
         """The key frame's landmarks, as residuals against the shape model's prediction."""
