@@ -230,3 +230,21 @@ def test_eyes_opening_beyond_a_downcast_reference_recall_an_open_eyed_one(model,
         enc.encode_unit(f)
     assert [k[0] for k in enc.keys] == [0, 143]
     assert enc.recalls and enc.recalls[0][1:] == ("expression", 0) and enc.recalls[0][0] >= 168
+
+
+def test_a_refresh_never_replaces_a_good_reference_with_a_coarse_one():
+    """After a key picture at the quality floor the controller plans refreshes more often, to
+    spend what features leave. When the budget at the planned moment buys less than half the
+    last picture (a much coarser reference), the refresh waits; at the longest period it comes
+    anyway."""
+    rc = RateController(8, 25, (0, 63))
+    big = 60_000  # a floor-QP key picture: more than seven seconds of budget
+    rc.choose_key(lambda qp: bytes(big // 8))
+    rc.after_key(big)
+    assert rc.period_frames < 250  # refreshes planned sooner than every 10 s
+    for _ in range(rc.period_frames):
+        rc.after_feature(300)
+        assert rc.due() is None  # the budget buys a much coarser picture only
+    while rc._since_key < 250:
+        rc.after_feature(300)
+    assert rc.due() == "periodic"

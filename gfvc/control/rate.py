@@ -28,6 +28,12 @@ class RatePlan:
     picture: bytes
 
 
+#: A refresh key frame before ``max_period_s`` comes only when the budget buys at least this
+#: share of the last key picture's bits (vr_1 at 8 kbps: a refresh at QP 57 after a key at QP 12
+#: replaced a good reference with a coarse one).
+PERIODIC_SHARE = 0.5
+
+
 class RateController:
     def __init__(
         self,
@@ -92,11 +98,16 @@ class RateController:
         return math.inf if self.burst is None else self.rate * self.burst
 
     def due(self) -> str | None:
-        """Why a key frame is due now: "periodic" (the planned period has passed), "budget"
+        """Why a key frame is due now: "periodic" (the planned period has passed and the budget
+        buys a picture not much worse than the last, ``PERIODIC_SHARE``: a refresh that
+        replaced a good reference with a coarse one would cost quality; at ``max_period_s``
+        it comes anyway), "budget"
         (the stream runs well under its line, as when the base layer spends less than its
         share, and what the plan leaves for a key frame buys a picture at least as good as
         the last one: a fresh reference spends the surplus on quality), or None."""
-        if self._since_key >= self.period_frames:
+        if self._since_key >= self.max_period * self.fps:
+            return "periodic"
+        if self._since_key >= self.period_frames and self._affords_like_last(PERIODIC_SHARE):
             return "periodic"
         if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
             return None
@@ -109,6 +120,11 @@ class RateController:
         # reference than the last would cost quality
         affordable = self.key_target() >= self._last_key_bits + 16 * self.base_bits
         return "budget" if affordable else None
+
+    def _affords_like_last(self, share: float) -> bool:
+        """What the plan leaves for a key frame is at least ``share`` of the last key
+        picture's bits (about 10 x log2(1 / share) QP coarser at most)."""
+        return self._last_key_bits is None or self.key_target() >= share * self._last_key_bits
 
     def allows_key(self) -> bool:
         """A triggered key frame fits the budget now (at the coarsest QP at least)."""
