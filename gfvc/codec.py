@@ -346,10 +346,10 @@ class Encoder(_Closable):
             rendered, regions = self.model.preview(*self._key, feature)
             beyond = self.model.eyes_beyond_reference()
         score = self.watch.score(frame, rendered, regions, self.model.tracking, beyond)
-        reason = self.watch.check(score)
-        return reason
+        return self.watch.check(score)
 
     def _key_affordable(self) -> bool:
+        """The budget has room for a new key frame now (always, without rate control)."""
         return self.rate is None or self.rate.allows_key()
 
     def _recall(

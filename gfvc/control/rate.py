@@ -105,9 +105,11 @@ class RateController:
         (the stream runs well under its line, as when the base layer spends less than its
         share, and what the plan leaves for a key frame buys a picture at least as good as
         the last one: a fresh reference spends the surplus on quality), or None."""
-        if self._since_key >= self.max_period * self.fps:
-            return "periodic"
-        if self._since_key >= self.period_frames and self._affords_like_last(PERIODIC_SHARE):
+        if self._since_key >= self.period_frames and (
+            self._since_key >= self.max_period * self.fps
+            or self._last_key_bits is None
+            or self.key_target() >= PERIODIC_SHARE * self._last_key_bits
+        ):
             return "periodic"
         if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
             return None
@@ -120,11 +122,6 @@ class RateController:
         # reference than the last would cost quality
         affordable = self.key_target() >= self._last_key_bits + 16 * self.base_bits
         return "budget" if affordable else None
-
-    def _affords_like_last(self, share: float) -> bool:
-        """What the plan leaves for a key frame is at least ``share`` of the last key
-        picture's bits (about 10 x log2(1 / share) QP coarser at most)."""
-        return self._last_key_bits is None or self.key_target() >= share * self._last_key_bits
 
     def allows_key(self) -> bool:
         """A triggered key frame fits the budget now (at the coarsest QP at least)."""

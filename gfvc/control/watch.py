@@ -185,7 +185,7 @@ class Watch:
             and abs(float(g.mean()) - reference_brightness) > s.lighting
         ):
             return None
-        if not err <= s.cut_error or region_err > s.region or eyes_beyond:
+        if not err <= s.cut_error or self._expression_off(region_err, eyes_beyond):
             return None
         return err
 
@@ -223,6 +223,11 @@ class Watch:
             return "lighting"
         if sc.error > s.drift:  # nan (nothing rendered) compares False
             return "drift"
-        if sc.region_error > s.region or sc.eyes_beyond:
+        if self._expression_off(sc.region_error, sc.eyes_beyond):
             return "expression"
         return None
+
+    def _expression_off(self, region_error: float, eyes_beyond: bool) -> bool:
+        """The eye and mouth openings are rendered too far off (nan: unknown, compares False),
+        or the model says the eyes are open beyond what the reference can show."""
+        return region_error > self.s.region or eyes_beyond

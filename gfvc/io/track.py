@@ -194,10 +194,11 @@ def track_face(
                 pick = _follow(faces, subject, i - seen_at, rgb, ident, ref_emb if ask else None)
                 if pick is not None and not ask and i - seen_at > 2 and ref_emb is not None:
                     pick = None  # someone else may have come into view: wait for the check
+            if pick is not None or not faces:
+                away.clear()  # a frame without faces stops the back fill: forget before it
             if pick is not None:
                 subject, seen_at = pick, i
-                away.clear()
-            else:
+            elif faces:
                 away.append(faces)
             raw.append(pick)
     finally:

@@ -280,6 +280,7 @@ LID_FROM = 0.75  # an eye this much less open than the key's starts to show its 
 LID_FULL = 0.3  # ... and shows only lid from this much
 LID_LIFT = 0.5  # the lid patch reaches this share of the closing above the driving lid
 LID_RAISE = 0.9  # the lid's texture is taken this many key eye openings above
+_LID_REACH = 10  # pixels the anti-aliased, dilated and blurred patch reaches beyond its polygon
 
 
 def close_lids(key_pts: np.ndarray, drv_pts: np.ndarray, map_y: np.ndarray) -> None:
@@ -289,7 +290,8 @@ def close_lids(key_pts: np.ndarray, drv_pts: np.ndarray, map_y: np.ndarray) -> N
     dark smear that face trackers read as an open eye. Where the driving eye is much less
     open than the key's, the eye area (grown upwards by part of the closing) samples the key
     from about one eye opening higher instead: the lid skin. Computed from the driving and
-    key landmarks only (transmitted integers), so encoder and decoder agree."""
+    key landmarks only (transmitted integers), so encoder and decoder agree. Only the box
+    around each closing eye is touched (the decoder's per-frame path)."""
     import cv2
 
     size = map_y.shape[0]
@@ -303,11 +305,16 @@ def close_lids(key_pts: np.ndarray, drv_pts: np.ndarray, map_y: np.ndarray) -> N
             continue
         poly = drv_pts[[_POS[i] for i in ring], :2].copy()
         poly[1:8, 1] -= max(0.0, key_open - drv_open) * LID_LIFT
-        mask = np.zeros((size, size), np.uint8)
-        cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - _LID_REACH, 0)
+        x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + _LID_REACH + 1, size)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        pts = np.round((poly - (x0, y0)) * 16).astype(np.int32)
+        cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, shift=4)
         mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
         soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 1.5)
-        map_y -= (share * LID_RAISE * key_open) * soft
+        map_y[y0:y1, x0:x1] -= (share * LID_RAISE * key_open) * soft
 
 
 #: An eye open this much more (lid gap over eye width) than the reference's cannot be shown
@@ -316,13 +323,12 @@ EYES_BEYOND = 0.12
 
 
 def eye_openings(pts: np.ndarray) -> np.ndarray:
-    """(2,) lid gap over eye width of each eye, from (P, 2+) landmarks."""
+    """(2,) lid gap over eye width (corner to corner) of each eye, from (P, 2+) landmarks."""
 
-    def ratio(up: int, lo: int, a: int, b: int) -> float:
-        width = float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
-        return float(np.linalg.norm(pts[_POS[up], :2] - pts[_POS[lo], :2])) / max(width, 1e-6)
+    def dist(a: int, b: int) -> float:
+        return float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
 
-    return np.array([ratio(159, 145, 33, 133), ratio(386, 374, 362, 263)])
+    return np.array([dist(up, lo) / max(dist(ring[0], ring[8]), 1e-6) for ring, up, lo in _EYES])
 
 
 def network_input(
