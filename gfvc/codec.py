@@ -69,6 +69,7 @@ from gfvc.enhance import (
     load_fuser,
     plan_layers,
 )
+from gfvc.enhance.fovea import GAIN_BY_BASE_SIZE, Fovea, fovea_for
 from gfvc.errors import (
     BitstreamError,
     CheckpointError,
@@ -173,10 +174,14 @@ class Encoder(_Closable):
         )
         if self.rate is not None and self.plan.base_kbps:
             self.rate.base_bits = 1000 * self.plan.base_kbps / float(fps)
+        # a base size the encoder samples uniformly sends no map (streams as before maps)
+        foveated = base is not None and GAIN_BY_BASE_SIZE[base.size] > 0
         self._base = (
             None
             if base is None
-            else BaseLayerEncoder(base.size, qp=base.qp, kbps=base.kbps, fps=float(fps))
+            else BaseLayerEncoder(
+                base.size, qp=base.qp, kbps=base.kbps, fps=float(fps), foveated=foveated
+            )
         )
         if self.rate is not None:
             self.rate.deadzone = self.deadzone
@@ -199,7 +204,8 @@ class Encoder(_Closable):
             segment_units=segment_units,
         )
         if base is not None:
-            self.header = with_enhancement(self.header, EnhancementInfo(base.size, load_fuser()[1]))
+            info = EnhancementInfo(base.size, load_fuser()[1], foveated=foveated)
+            self.header = with_enhancement(self.header, info)
         self.frame_index = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent
         self.keys: list[tuple[int, str, int, int]] = []
@@ -315,8 +321,19 @@ class Encoder(_Closable):
         return unit
 
     def _base_picture(self, frame: np.ndarray, key: bool = False) -> bytes | None:
-        """This frame's base-layer picture (None for a stream without the layer)."""
-        return None if self._base is None else self._base.encode(frame, restart=key)
+        """This frame's base-layer picture (None for a stream without the layer). A key
+        picture's sampling map centres on this frame's eyes and mouth (the standard map
+        without a face); analysing here is free of side effects, as the key unit coded
+        next resets the model's trackers."""
+        if self._base is None:
+            return None
+        fovea = self._fovea(frame) if key and self._base.foveated else None
+        return self._base.encode(frame, restart=key, fovea=fovea)
+
+    def _fovea(self, frame: np.ndarray) -> Fovea:
+        size = self._base.size  # type: ignore[union-attr]
+        self.model.analyse(frame)
+        return fovea_for(self.model.eyes_and_mouth(), self.model.size, size)
 
     def _scheduled_key(self) -> str | None:
         """Why this frame must be a key frame whatever it shows, or None."""
@@ -760,7 +777,7 @@ def _enhancement_decoder(header: StreamHeader, model: MotionModel) -> Enhancemen
         return None
     if not model.fusion_ready:
         raise BitstreamError(f"the {model.name} model has no enhancement layer")
-    dec = EnhancementDecoder(info.size)
+    dec = EnhancementDecoder(info.size, info.foveated)
     if dec.fusion_hash != info.fusion_hash:
         raise CheckpointError(
             "the enhancement layer's fusion weights here differ from the encoder's: "

@@ -351,3 +351,18 @@ def test_reference_crop_is_cached_and_shared(tmp_path, seqs):
     b = ctc.reference_frames(cfg, seqs[0], tmp_path)
     np.testing.assert_array_equal(a, b)
     assert list(tmp_path.glob("a_64x64-*.npy")) == [cached]
+
+
+def test_new_fusion_weights_rerun_landmark_jobs(seqs, tmp_path, monkeypatch):
+    """Results of a model with an enhancement layer depend on the fusion network too."""
+    import gfvc.enhance
+
+    d = config_dict(seqs)
+    d["codecs"][0] = {"name": "lm", "type": "gfvc", "model": "landmark", "kbps": [16]}
+    cfg = ctc.CtcConfig.from_dict(d)
+    job = next(j for j in ctc.jobs(cfg) if j.codec.name == "lm")
+    before = cfg.settings_id(job)
+    other = tmp_path / "fusion.pt"
+    other.write_bytes(gfvc.enhance.fusion_weights_path().read_bytes() + b"retrained")
+    monkeypatch.setattr(gfvc.enhance, "fusion_weights_path", lambda: other)
+    assert cfg.settings_id(job) != before

@@ -86,15 +86,15 @@ def test_fused_frames_beat_the_generative_layer_and_the_base(model, held_out):
     )
     # the base alone, upscaled the way the decoder does
     from gfvc.bitstream.format import split_enhancement
-    from gfvc.enhance.fusion import upscale
+    from gfvc.enhance.fovea import defoveate
 
-    b = BaseLayerDecoder(128)
+    b = BaseLayerDecoder(128, foveated=True)
     base = []
     # the chunk follows a key unit's five info bytes and starts a feature unit's payload
     for i, u in enumerate(parse_stream(enh).units):
         pic = b.decode(split_enhancement(u[6:] if u[0] == KEY else u[1:], "unit")[0], i == 0)
         t = torch.from_numpy(pic).permute(2, 0, 1)[None].float() / 255
-        base.append((upscale(t, 256)[0].permute(1, 2, 0) * 255).round().byte().numpy())
+        base.append((defoveate(t, b.fovea, 256)[0].permute(1, 2, 0) * 255).round().byte().numpy())
     s_gen = _msssim(held_out[1:], g[1:])
     s_enh = _msssim(held_out[1:], e[1:])
     s_base = _msssim(held_out[1:], base[1:])

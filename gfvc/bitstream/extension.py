@@ -76,14 +76,17 @@ ENHANCEMENT_HEVC = 1  # the only base-layer codec so far
 @dataclass(frozen=True)
 class EnhancementInfo:
     """Extension tag 2 (required when header flag bit 1 is set): the base layer's codec and
-    picture size, and the first 8 bytes of the fusion network weights' SHA-256."""
+    picture size, the first 8 bytes of the fusion network weights' SHA-256, and whether the
+    base pictures are foveated (a 12th byte, 1, written only then; 11 bytes: uniform)."""
 
     size: int
     fusion_hash: bytes
     codec: int = ENHANCEMENT_HEVC
+    foveated: bool = False
 
     def to_bytes(self) -> bytes:
-        return bytes([self.codec]) + self.size.to_bytes(2, "big") + self.fusion_hash
+        head = bytes([self.codec]) + self.size.to_bytes(2, "big") + self.fusion_hash
+        return head + (b"\x01" if self.foveated else b"")  # uniform: as before maps
 
 
 def with_enhancement(header: StreamHeader, info: EnhancementInfo) -> StreamHeader:
@@ -106,6 +109,9 @@ def enhancement_info(header: StreamHeader) -> EnhancementInfo | None:
     if not header.enhanced:
         return None
     value = parse_entries(header.extension).get(TAG_ENHANCEMENT)
-    if value is None or len(value) != 11 or value[0] != ENHANCEMENT_HEVC:
+    if value is None or len(value) not in (11, 12) or value[0] != ENHANCEMENT_HEVC:
         raise BitstreamError("corrupt bitstream header (enhancement layer settings missing)")
-    return EnhancementInfo(int.from_bytes(value[1:3], "big"), bytes(value[3:]), value[0])
+    if len(value) == 12 and value[11] > 1:
+        raise BitstreamError("corrupt bitstream header (unknown base-layer sampling)")
+    size, fusion_hash = int.from_bytes(value[1:3], "big"), bytes(value[3:11])
+    return EnhancementInfo(size, fusion_hash, value[0], len(value) == 12 and value[11] == 1)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
+from gfvc.enhance.fovea import Fovea, defoveate
 from gfvc.enhance.fusion import Fuser, upscale
 from gfvc.errors import CheckpointError, InputError
 
@@ -117,8 +118,8 @@ class EnhancementDecoder:
     unit carries the base stream's IDR picture); a damaged base picture breaks the base
     stream until the next key unit, as in any predictive video."""
 
-    def __init__(self, size: int) -> None:
-        self.base = BaseLayerDecoder(size)
+    def __init__(self, size: int, foveated: bool = False) -> None:
+        self.base = BaseLayerDecoder(size, foveated)
         self.fuser, self.fusion_hash = load_fuser()
 
     def key(self, chunk: bytes) -> np.ndarray:
@@ -129,11 +130,15 @@ class EnhancementDecoder:
         with torch.inference_mode():
             # channels_last throughout: the bicubic upscale returns NCHW, which would switch
             # the whole network to it (24 ms instead of 18 ms a frame on 2 cores)
-            up = upscale(_tensor(base), warped.shape[0]).contiguous(
-                memory_format=torch.channels_last
-            )
+            up = self.upscale(_tensor(base), warped.shape[0])
             y = self.fuser(up, _tensor(warped))
         return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+
+    def upscale(self, base: torch.Tensor, size: int) -> torch.Tensor:
+        """The decoded base picture at frame size, through its sampling map if foveated."""
+        f = self.base.fovea
+        up = upscale(base, size) if f is None or not f.gain else defoveate(base, f, size)
+        return up.contiguous(memory_format=torch.channels_last)
 
 
 __all__ = [
@@ -141,6 +146,7 @@ __all__ = [
     "BaseLayerEncoder",
     "BaseLayerSettings",
     "EnhancementDecoder",
+    "Fovea",
     "LayerPlan",
     "load_fuser",
     "plan_layers",

@@ -209,10 +209,19 @@ def _weights_identity(codec: CodecSpec) -> str | None:
         return None
     from gfvc.models import model_class
 
+    cls = model_class(str(codec.options.get("model", DEFAULT_MODEL)))
     path = codec.options.get("checkpoint")
     if path is None:
-        path = model_class(str(codec.options.get("model", DEFAULT_MODEL))).default_checkpoint()
-    p = Path(str(path)).expanduser() if path else None
+        path = cls.default_checkpoint()
+    ident = _file_identity(Path(str(path)).expanduser() if path else None)
+    if cls.fusion_ready:  # and the enhancement layer's fusion network it may decode with
+        from gfvc.enhance import fusion_weights_path
+
+        ident = f"{ident}+{_file_identity(fusion_weights_path())}"
+    return ident
+
+
+def _file_identity(p: Path | None) -> str | None:
     if p is None or not p.is_file():
         return None
     if p.stat().st_size > 64 << 20:  # big official checkpoints: size and time, not content

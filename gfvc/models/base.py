@@ -166,6 +166,11 @@ class MotionModel(abc.ABC):
         such regions). Needs ``load_key_side_info`` for the current key frame first."""
         return self.synthesize(key_frame, key_feature, feature), None
 
+    def eyes_and_mouth(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Encoder: the last analysed frame's eye and mouth points ((N, 2) pixels), where
+        the base layer puts its detail (``gfvc.enhance.fovea``); None: the model has none."""
+        return None
+
     @property
     def tracking(self) -> bool:
         """Encoder: whether the last ``analyse`` saw the face (models without a tracker: True)."""

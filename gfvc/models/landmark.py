@@ -443,6 +443,14 @@ class LandmarkModel(MotionModel):
         self._key_pts = pts  # remembered in case this is a key frame
         return self.shape.analyse(pts)
 
+    def eyes_and_mouth(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._key_pts is None or not self.tracking:
+            return None
+        ring = LEFT_EYE_RING + RIGHT_EYE_RING
+        return self._key_pts[[_POS[i] for i in ring], :2], self._key_pts[
+            [_POS[i] for i in LIPS], :2
+        ]
+
     def eyes_beyond_reference(self) -> bool:
         """An eye of the analysed frame is open by more than ``EYES_BEYOND`` of its width
         beyond the reference's: the reference was coded with the eyes (nearly) closed or

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
 from gfvc.enhance.fusion import Fuser, upscale
 from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
 
@@ -51,6 +52,8 @@ class FusionTrainConfig:
     seed: int = 0
     time_limit_min: float = 0.0
     val_clips: list[str] = field(default_factory=list)
+    #: base sizes to train on (empty: all of ``TRAIN_BASES``)
+    base_sizes: list[int] = field(default_factory=list)
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -60,15 +63,30 @@ def _to_t(a: np.ndarray) -> torch.Tensor:
 class FusionData:
     """All clips of a data folder in memory; batches of (base_up, warped, target)."""
 
-    def __init__(self, folder: Path, seed: int = 0) -> None:
+    def __init__(self, folder: Path, seed: int = 0, sizes: list[int] | None = None) -> None:
         self.clips = []
         for f in sorted(folder.glob("*.npz")):
             with np.load(f) as z:
                 self.clips.append({k: z[k] for k in z.files if not k.startswith("bits")})
         if not self.clips:
             raise FileNotFoundError(f"no fusion data in {folder}")
-        self.keys = [k for k in self.clips[0] if k.startswith("b")]
+        self.keys = [
+            k
+            for k in self.clips[0]
+            if k.startswith("b") and (not sizes or int(k[1:].split("_")[0]) in sizes)
+        ]
         self.rng = random.Random(seed)
+
+    @staticmethod
+    def _base_up(c: dict[str, np.ndarray], k: str, t: int) -> torch.Tensor:
+        """The decoder's upscaling of base picture ``t``: through the clip's sampling map
+        (data built since foveation) or uniform bicubic."""
+        pic, size = _to_t(c[k][t : t + 1]), c["gt"].shape[1]
+        data = c.get(f"fovea{pic.shape[-1]}")
+        fovea = None if data is None else Fovea.from_bytes(data.tobytes())
+        if fovea is None or not fovea.gain:
+            return upscale(pic, size)
+        return defoveate(pic, fovea, size)
 
     def batch(
         self, n: int, crop: int | None = None
@@ -78,7 +96,7 @@ class FusionData:
             c = self.rng.choice(self.clips)
             k = self.rng.choice(self.keys)
             t = self.rng.randrange(1, len(c["gt"]))
-            base.append(upscale(_to_t(c[k][t : t + 1]), c["gt"].shape[1]))
+            base.append(self._base_up(c, k, t))
             warp.append(_to_t(c["warp"][t : t + 1]))
             gt.append(_to_t(c["gt"][t : t + 1]))
             if crop:
@@ -139,8 +157,8 @@ def train_fusion(
     run = Path(cfg.run_dir).expanduser()
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed)
-    val = FusionData(val_dir) if val_dir else None
+    data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed, cfg.base_sizes)
+    val = FusionData(val_dir, sizes=cfg.base_sizes) if val_dir else None
     net = Fuser(width=cfg.width)
     if cfg.init:
         ck = torch.load(Path(cfg.init).expanduser(), map_location="cpu", weights_only=True)
@@ -203,7 +221,8 @@ def build_fusion_data(
     """One ``out/CLIP.npz`` per cached clip (skipped when present): the original frames, the
     mesh warp the decoder renders from the coded features (the key frame at a random QP of
     32/40/48), and the clip coded by x265 low delay at every size and QP of
-    ``TRAIN_BASES`` (decoded pictures, ``bN_QP``, and bits per frame, ``bitsN_QP``)."""
+    ``TRAIN_BASES`` (decoded pictures, ``bN_QP``, and bits per frame, ``bitsN_QP``), sampled
+    through the map the encoder picks for the first frame (``foveaN``, its 5 bytes)."""
     from gfvc.codec import EncodeSettings, build_model, decode_frames, encode_frames
     from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
     from gfvc.train.data import load_clip
@@ -225,10 +244,15 @@ def build_fusion_data(
             "gt": gt,
             "warp": np.stack(list(decode_frames(data, model=model))),
         }
+        model.reset()
+        model.analyse(gt[0])
         for size, qps in TRAIN_BASES.items():
+            fovea = fovea_for(model.eyes_and_mouth(), model.size, size)
+            arrays[f"fovea{size}"] = np.frombuffer(fovea.to_bytes(), np.uint8)
             for q in qps:
-                enc, dec = BaseLayerEncoder(size, qp=q), BaseLayerDecoder(size)
-                chunks = [enc.encode(x, restart=i == 0) for i, x in enumerate(gt)]
+                enc = BaseLayerEncoder(size, qp=q, foveated=True)
+                dec = BaseLayerDecoder(size, foveated=True)
+                chunks = [enc.encode(x, restart=i == 0, fovea=fovea) for i, x in enumerate(gt)]
                 arrays[f"b{size}_{q}"] = np.stack(
                     [dec.decode(c, restart=i == 0) for i, c in enumerate(chunks)]
                 )
@@ -245,6 +269,7 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
     import yaml
 
     from gfvc.errors import InputError
+    from gfvc.train.data import build_cache
     from gfvc.train.trainer import TrainConfig, split_clips
 
     d = yaml.safe_load(Path(path).read_text()) if path else {}
@@ -256,6 +281,12 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
         raise InputError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     cfg = FusionTrainConfig(**d)
     cache = Path(landmark.cache_dir).expanduser()
+    sources = sorted(Path(landmark.faces_dir).glob("*.mp4"))
+    if landmark.clips:
+        sources = [p for p in sources if p.stem in landmark.clips]
+    build_cache(
+        sources, cache, max_frames=landmark.max_frames, progress=lambda s: log(f"cache: {s}")
+    )
     train, val = split_clips(landmark, cache)
     data = Path(cfg.data_dir).expanduser()
     build_fusion_data(cache, data / "train", train, log=log)
