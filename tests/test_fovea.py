@@ -19,8 +19,16 @@ from gfvc.bitstream.extension import (
     with_enhancement,
 )
 from gfvc.bitstream.format import StreamHeader
-from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder, downscale
-from gfvc.enhance.fovea import Fovea, defoveate, down_matrix, fovea_for, foveate, up_matrix
+from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
+from gfvc.enhance.fovea import (
+    Fovea,
+    defoveate,
+    down_matrix,
+    downscale,
+    fovea_for,
+    foveate,
+    up_matrix,
+)
 from gfvc.errors import BitstreamError
 
 

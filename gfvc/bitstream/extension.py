@@ -114,4 +114,4 @@ def enhancement_info(header: StreamHeader) -> EnhancementInfo | None:
     if len(value) == 12 and value[11] > 1:
         raise BitstreamError("corrupt bitstream header (unknown base-layer sampling)")
     size, fusion_hash = int.from_bytes(value[1:3], "big"), bytes(value[3:11])
-    return EnhancementInfo(size, fusion_hash, value[0], len(value) == 12 and value[11] == 1)
+    return EnhancementInfo(size, fusion_hash, value[0], value[11:] == b"\x01")

@@ -20,7 +20,7 @@ import torch
 
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fovea import Fovea, defoveate
-from gfvc.enhance.fusion import Fuser, upscale
+from gfvc.enhance.fusion import Fuser
 from gfvc.errors import CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
@@ -130,15 +130,11 @@ class EnhancementDecoder:
         with torch.inference_mode():
             # channels_last throughout: the bicubic upscale returns NCHW, which would switch
             # the whole network to it (24 ms instead of 18 ms a frame on 2 cores)
-            up = self.upscale(_tensor(base), warped.shape[0])
+            up = defoveate(_tensor(base), self.base.fovea, warped.shape[0]).contiguous(
+                memory_format=torch.channels_last
+            )
             y = self.fuser(up, _tensor(warped))
         return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
-
-    def upscale(self, base: torch.Tensor, size: int) -> torch.Tensor:
-        """The decoded base picture at frame size, through its sampling map if foveated."""
-        f = self.base.fovea
-        up = upscale(base, size) if f is None or not f.gain else defoveate(base, f, size)
-        return up.contiguous(memory_format=torch.channels_last)
 
 
 __all__ = [

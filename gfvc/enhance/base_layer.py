@@ -48,13 +48,6 @@ def unpack_nals(chunk: bytes) -> bytes:
     return bytes(out)
 
 
-def downscale(frame: np.ndarray, size: int) -> np.ndarray:
-    """The encoder's view of a frame at base-layer size (area averaging)."""
-    import cv2
-
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-
-
 def x265_stream_options(qp: int | None, kbps: float | None) -> dict[str, str]:
     """libx265 low delay for a live stream: fixed QP, or x265's own rate control at ``kbps``
     with a one-second VBV buffer (no frame may stall a call)."""
@@ -90,7 +83,7 @@ class BaseLayerEncoder:
             raise ValueError(f"base-layer size must be one of {BASE_SIZES}, got {size}")
         self.size, self.qp, self.kbps, self.fps = size, qp, kbps, fps
         self.foveated = foveated
-        self.fovea = Fovea()
+        self.fovea: Fovea | None = None  # the map since the last restart (foveated streams)
         self._ctx: Any = None
         self._pts = 0
 
@@ -115,9 +108,7 @@ class BaseLayerEncoder:
             if self.foveated:
                 self.fovea = (fovea or Fovea()).quantized()
                 head = self.fovea.to_bytes()
-        mapped = self.foveated and self.fovea.gain > 0  # gain 0: the uniform pictures
-        small = foveate(frame, self.fovea, self.size) if mapped else downscale(frame, self.size)
-        vf = rgb_to_av_frame(small, "yuv420p")
+        vf = rgb_to_av_frame(foveate(frame, self.fovea, self.size), "yuv420p")
         vf.pts = self._pts
         self._pts += 1
         data = b"".join(bytes(p) for p in self._ctx.encode(vf))

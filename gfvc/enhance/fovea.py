@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from gfvc.errors import BitstreamError
 
@@ -147,10 +148,27 @@ def _down_bands(f: Fovea, n_src: int, n_dst: int) -> tuple[tuple[np.ndarray, np.
     return _band(dy), _band(dx)
 
 
-def foveate(frame: np.ndarray, fovea: Fovea, size: int) -> np.ndarray:
-    """(S, S, 3) uint8 frame -> (size, size, 3) uint8 base picture. Gathers over the
-    matrices' bands, no BLAS: OpenBLAS's (and torch's) spinning threads stalled the x265 and
-    SVT-AV1 encoders beside them (two encoders on 2 cores: 48 s for 100 frames, not 1.8 s)."""
+def downscale(frame: np.ndarray, size: int) -> np.ndarray:
+    """The uniform base picture of a frame (area averaging)."""
+    import cv2
+
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def upscale(base: torch.Tensor, size: int) -> torch.Tensor:
+    """Uniform base pictures (B, 3, s, s) in [0, 1] at frame size: bicubic, clamped."""
+    if base.shape[-1] == size:
+        return base
+    return F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def foveate(frame: np.ndarray, fovea: Fovea | None, size: int) -> np.ndarray:
+    """(S, S, 3) uint8 frame -> (size, size, 3) uint8 base picture; uniform (``downscale``)
+    without a map or at gain 0. Gathers over the matrices' bands, no BLAS: OpenBLAS's (and
+    torch's) spinning threads stalled the x265 and SVT-AV1 encoders beside them (two encoders
+    on 2 cores: 48 s for 100 frames, not 1.8 s)."""
+    if fovea is None or not fovea.gain:
+        return downscale(frame, size)
     (iy, wy), (ix, wx) = _down_bands(fovea, frame.shape[0], size)
     img = frame.astype(np.float32)
     rows = np.einsum("jk,jkxc->jxc", wy, img[iy], optimize=False)  # (size, S, 3)
@@ -158,8 +176,11 @@ def foveate(frame: np.ndarray, fovea: Fovea, size: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def defoveate(base: torch.Tensor, fovea: Fovea, size: int) -> torch.Tensor:
-    """(B, 3, s, s) base pictures in [0, 1] -> (B, 3, size, size), clamped."""
+def defoveate(base: torch.Tensor, fovea: Fovea | None, size: int) -> torch.Tensor:
+    """(B, 3, s, s) base pictures in [0, 1] -> (B, 3, size, size), clamped; uniform
+    (``upscale``) without a map or at gain 0."""
+    if fovea is None or not fovea.gain:
+        return upscale(base, size)
     _, _, uy, ux = _axes(fovea, size, base.shape[-1])
     uy_t, ux_t = torch.from_numpy(uy), torch.from_numpy(ux)
     return (uy_t @ base.float() @ ux_t.T).clamp(0, 1)

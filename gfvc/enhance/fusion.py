@@ -27,13 +27,6 @@ from gfvc.models.landmark import DSConv, DSRes
 IN_CHANNELS = 6  # upscaled base RGB, warped key RGB
 
 
-def upscale(base: torch.Tensor, size: int) -> torch.Tensor:
-    """The decoder's upscaling of base pictures (B, 3, s, s) in [0, 1]: bicubic, clamped."""
-    if base.shape[-1] == size:
-        return base
-    return F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-
-
 class Fuser(nn.Module):
     """(B, 3, H, W) base_up and warped in [0, 1] -> fused frame in [0, 1]; H, W multiples
     of 16."""

@@ -446,10 +446,8 @@ class LandmarkModel(MotionModel):
     def eyes_and_mouth(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self._key_pts is None or not self.tracking:
             return None
-        ring = LEFT_EYE_RING + RIGHT_EYE_RING
-        return self._key_pts[[_POS[i] for i in ring], :2], self._key_pts[
-            [_POS[i] for i in LIPS], :2
-        ]
+        eyes = [_POS[i] for i in LEFT_EYE_RING + RIGHT_EYE_RING]
+        return self._key_pts[eyes, :2], self._key_pts[[_POS[i] for i in LIPS], :2]
 
     def eyes_beyond_reference(self) -> bool:
         """An eye of the analysed frame is open by more than ``EYES_BEYOND`` of its width

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
-from gfvc.enhance.fusion import Fuser, upscale
+from gfvc.enhance.fusion import Fuser
 from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
 
 #: Base-layer sizes and the x265 QPs training covers at each.
@@ -79,14 +79,11 @@ class FusionData:
 
     @staticmethod
     def _base_up(c: dict[str, np.ndarray], k: str, t: int) -> torch.Tensor:
-        """The decoder's upscaling of base picture ``t``: through the clip's sampling map
-        (data built since foveation) or uniform bicubic."""
-        pic, size = _to_t(c[k][t : t + 1]), c["gt"].shape[1]
-        data = c.get(f"fovea{pic.shape[-1]}")
+        """The decoder's upscaling of base picture ``t``, through the clip's sampling map
+        (none in data built before maps: uniform)."""
+        pic, data = _to_t(c[k][t : t + 1]), c.get(f"fovea{c[k].shape[1]}")
         fovea = None if data is None else Fovea.from_bytes(data.tobytes())
-        if fovea is None or not fovea.gain:
-            return upscale(pic, size)
-        return defoveate(pic, fovea, size)
+        return defoveate(pic, fovea, c["gt"].shape[1])
 
     def batch(
         self, n: int, crop: int | None = None
@@ -269,8 +266,7 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
     import yaml
 
     from gfvc.errors import InputError
-    from gfvc.train.data import build_cache
-    from gfvc.train.trainer import TrainConfig, split_clips
+    from gfvc.train.trainer import TrainConfig, cache_clips, split_clips
 
     d = yaml.safe_load(Path(path).read_text()) if path else {}
     if not isinstance(d, dict):
@@ -280,13 +276,7 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
     if unknown:
         raise InputError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     cfg = FusionTrainConfig(**d)
-    cache = Path(landmark.cache_dir).expanduser()
-    sources = sorted(Path(landmark.faces_dir).glob("*.mp4"))
-    if landmark.clips:
-        sources = [p for p in sources if p.stem in landmark.clips]
-    build_cache(
-        sources, cache, max_frames=landmark.max_frames, progress=lambda s: log(f"cache: {s}")
-    )
+    cache = cache_clips(landmark, log)
     train, val = split_clips(landmark, cache)
     data = Path(cfg.data_dir).expanduser()
     build_fusion_data(cache, data / "train", train, log=log)

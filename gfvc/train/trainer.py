@@ -250,6 +250,16 @@ def loss_fn(
 # ----------------------------------------------------------------------------- training
 
 
+def cache_clips(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Build (or complete) the face-crop cache of the clips ``cfg`` trains on; its folder."""
+    cache = Path(cfg.cache_dir).expanduser()
+    sources = sorted(Path(cfg.faces_dir).glob("*.mp4"))
+    if cfg.clips:
+        sources = [p for p in sources if p.stem in cfg.clips]
+    build_cache(sources, cache, max_frames=cfg.max_frames, progress=lambda s: log(f"cache: {s}"))
+    return cache
+
+
 def split_clips(cfg: TrainConfig, cache: Path) -> tuple[list[str], list[str]]:
     groups = identity_groups(Path(cfg.faces_dir))
     clips = [c for c in cached_clips(cache) if not cfg.clips or c in cfg.clips]
@@ -327,12 +337,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     cache = Path(cfg.cache_dir).expanduser()
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        sources = sorted(Path(cfg.faces_dir).glob("*.mp4"))
-        if cfg.clips:
-            sources = [p for p in sources if p.stem in cfg.clips]
-        build_cache(
-            sources, cache, max_frames=cfg.max_frames, progress=lambda s: log(f"cache: {s}")
-        )
+        cache_clips(cfg, log)
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if world > 1:
         torch.distributed.barrier()
