@@ -71,6 +71,16 @@ def test_base_layer_one_picture_per_chunk_and_restarts(held_out):
         BaseLayerDecoder(64).decode(chunks[3])  # not at a start
 
 
+@pytest.mark.parametrize("size", [64, 128])
+def test_base_layer_codes_a_clip_the_same_way_every_time(size):
+    """Reproducible streams: x265 coded 64x64 pictures (one CTU) differently between runs."""
+    frames, runs = clip_frames("lp_d3.mp4", 50), []
+    for _ in range(3):
+        enc = BaseLayerEncoder(size, qp=40)
+        runs.append([enc.encode(f, restart=i == 0) for i, f in enumerate(frames)])
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
 def test_fused_frames_beat_the_generative_layer_and_the_base(model, held_out):
     model.reset()
     gen = encode_frames(held_out, EncodeSettings(), Fraction(25), model=model)
