@@ -67,7 +67,9 @@ def x265_stream_options(qp: int | None, kbps: float | None, size: int = 128) -> 
         parts += [f"bitrate={k}", f"vbv-maxrate={k}", f"vbv-bufsize={k}"]
     else:
         parts.append(f"qp={qp}")
-    return {"preset": "medium", "tune": "zerolatency", "x265-params": ":".join(parts)}
+    # preset slow: +0.3 dB at equal rate on 64x64 and 128x128 pictures (lp_d3, vr_1, dpe_d at
+    # 8 and 11 kbps) for 0.5 / 2 ms more a picture; slower gains nothing more at 3x the time
+    return {"preset": "slow", "tune": "zerolatency", "x265-params": ":".join(parts)}
 
 
 class BaseLayerEncoder:
