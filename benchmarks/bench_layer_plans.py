@@ -27,6 +27,7 @@ METRICS = ["ms_ssim", "lmd", "eye_err", "mouth_err", "id_dist", "vmaf"]
 #: name: (layer from kbps, generative share (lo, hi) kbps, 128x128 base from kbps)
 PLANS = {
     "shipped": (enhance.ENHANCE_FROM_KBPS, enhance.GENERATIVE_KBPS, enhance.LARGE_BASE_FROM_KBPS),
+    "base-64-below-10": (10.0, (2.0, 3.0), 10.0),  # shipped until the base coded at slow
     "from-7": (7.0, (2.0, 3.0), 10.0),
     "generative-3": (7.0, (3.0, 4.0), 10.0),
     "base-128-from-7": (7.0, (3.0, 4.0), 6.0),

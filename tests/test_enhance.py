@@ -52,7 +52,8 @@ def test_plan_features_only_at_the_bottom_then_a_base_that_grows():
     assert plan_layers(4).base_size is None and plan_layers(4).generative_kbps == 4
     assert plan_layers(8).base_size is None  # the generative layer alone beats a starved base
     low, high = plan_layers(11), plan_layers(20)
-    assert low.base_size == 64 and high.base_size == 128
+    assert low.base_size == high.base_size == 128  # foveated: it beats 64x64 from 7.5 kbps
+    assert low.base_kbps < high.base_kbps
     for r, p in ((ENHANCE_FROM_KBPS, plan_layers(ENHANCE_FROM_KBPS)), (11, low), (20, high)):
         assert p.generative_kbps + p.base_kbps == pytest.approx(r)
         assert 2 <= p.generative_kbps <= 3

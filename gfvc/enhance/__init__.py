@@ -32,8 +32,11 @@ ENHANCE_FROM_KBPS = 10.0
 ENHANCE_FLOOR_KBPS = 3.0
 #: The generative layer's share beside the base layer: a quarter of the rate, within these.
 GENERATIVE_KBPS = (2.0, 3.0)
-#: Base-layer rate from which the 128x128 base beats the 64x64 one (measured: docs/enhance.md).
-LARGE_BASE_FROM_KBPS = 10.0
+#: Base-layer rate from which the 128x128 base beats the 64x64 one: with the foveated map and
+#: x265's preset slow it does from 7.5 kbps on every face metric (10 and 12 kbps targets on
+#: lp_d3, vr_1, dpe_d: docs/enhance.md), so ``--kbps`` always picks it; 64x64 stays for
+#: ``--base-size 64``.
+LARGE_BASE_FROM_KBPS = 7.0
 
 
 @dataclass(frozen=True)
