@@ -21,7 +21,7 @@ import torch
 
 from gfvc.codec import EncodeSettings, FramePreparer, build_model
 from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
-from gfvc.enhance.fovea import Fovea, defoveate
+from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
 from gfvc.eval.metrics import evaluate_sequences
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
@@ -35,11 +35,11 @@ MAPS = {
 }
 
 
-def face_map(frame: np.ndarray) -> Fovea:
+def face_map(frame: np.ndarray, size: int) -> Fovea:
+    """The map the encoder picks for a key frame (``gfvc.enhance.fovea.fovea_for``)."""
     model = build_model("landmark")
     model.analyse(frame)
-    points = model.eyes_and_mouth()
-    return Fovea() if points is None else Fovea.around(*points, model.size)
+    return fovea_for(model.eyes_and_mouth(), model.size, size)
 
 
 def run(frames: list[np.ndarray], fovea: Fovea, size: int, kbps: float) -> dict[str, float]:
@@ -53,8 +53,7 @@ def run(frames: list[np.ndarray], fovea: Fovea, size: int, kbps: float) -> dict[
         up = defoveate(pic, dec.fovea, f.shape[0])[0].permute(1, 2, 0)
         out.append((up * 255).round().byte().numpy())
     rep = evaluate_sequences(frames, out, METRICS)
-    scores = {m: float(rep[m]["mean"] if isinstance(rep[m], dict) else rep[m]) for m in METRICS}
-    return {"kbps": bits * 25 / len(frames) / 1000, **scores}
+    return {"kbps": bits * 25 / len(frames) / 1000, **{m: float(rep[m]) for m in METRICS}}
 
 
 def main() -> None:
@@ -67,7 +66,7 @@ def main() -> None:
     rows: dict[str, list[dict[str, float]]] = {}
     for clip in a.clips:
         frames = list(FramePreparer(FACES / clip, EncodeSettings(frames=a.frames)))
-        for name, fovea in {**MAPS, "face": face_map(frames[0])}.items():
+        for name, fovea in {**MAPS, "face": face_map(frames[0], a.size)}.items():
             r = run(frames, fovea, a.size, a.kbps)
             rows.setdefault(name, []).append(r)
             print(json.dumps({"clip": clip, "map": name, **{k: round(v, 4) for k, v in r.items()}}))

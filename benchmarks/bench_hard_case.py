@@ -9,7 +9,7 @@ background. The default model under rate control at 4, 8 and 16 kbps against x26
 41: MS-SSIM on every frame; dlib landmark distance, identity and eye-openness error on every
 10th; the mean error two frames after each cut; the key frames and recalls sent.
 
-    python benchmarks/bench_hard_case.py [-o hard_case.mp4]
+    python benchmarks/bench_hard_case.py [-o hard_case.mp4] [--rates 4,8,16] [--qps 51,46,41]
 """
 
 from __future__ import annotations
@@ -94,12 +94,14 @@ def score(ref: list[np.ndarray], dec: list[np.ndarray], cuts: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", type=Path, help="also keep the source video here")
+    ap.add_argument("--rates", default="4,8,16", help="our target rates (kbps)")
+    ap.add_argument("--qps", default="51,46,41", help="the x265 anchor's QPs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = args.out or Path(tmp) / "hard_case.mp4"
         cuts = build(src)
         print(f"{src}: new shots at frames {cuts} (the third shot pans)")
-        for kbps in (4, 8, 16):
+        for kbps in (float(r) for r in args.rates.split(",")):
             s = EncodeSettings(kbps=kbps)
             prep = FramePreparer(src, s)
             crops = list(prep)
@@ -110,11 +112,11 @@ def main() -> None:
             dec = list(decode_frames(data))
             keys = [(i, why) for i, why, _, _ in enc.keys]
             print(
-                f"landmark --kbps {kbps}: {stream_report(data).kbps:.2f} kbps",
+                f"landmark --kbps {kbps:g}: {stream_report(data).kbps:.2f} kbps",
                 score(crops, dec, cuts),
             )
             print(f"  key frames {keys}\n  recalls {enc.recalls}")
-        for qp in (51, 46, 41):
+        for qp in (int(q) for q in args.qps.split(",")):
             a = anchor_code(crops, "x265", qp, 25.0)
             kbps = a.bits / len(crops) * 25 / 1000
             print(f"x265 QP {qp}: {kbps:.2f} kbps", score(crops, a.decoded_frames, cuts))

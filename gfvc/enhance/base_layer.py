@@ -48,7 +48,7 @@ def unpack_nals(chunk: bytes) -> bytes:
     return bytes(out)
 
 
-def x265_stream_options(qp: int | None, kbps: float | None, size: int = 128) -> dict[str, str]:
+def x265_stream_options(qp: int | None, kbps: float | None, size: int) -> dict[str, str]:
     """libx265 low delay for a live stream of ``size`` x ``size`` pictures: fixed QP, or
     x265's own rate control at ``kbps`` with a one-second VBV buffer (no frame may stall a
     call)."""
