@@ -206,8 +206,9 @@ def test_info_shows_the_share_and_export_says_it_drops_the_layer(tmp_path):
 
 def test_fusion_training_runs_resumes_and_ships(tmp_path):
     """Two steps on a tiny synthetic set, then two more from the checkpoint; the weights
-    load as the decoder loads them."""
+    load as the decoder loads them, and say whether they were trained on aligned warps."""
     from gfvc.enhance import load_fuser
+    from gfvc.enhance.align import ALIGN_NAME
     from gfvc.train.fusion import FusionTrainConfig, train_fusion
 
     rng = np.random.default_rng(0)
@@ -223,8 +224,10 @@ def test_fusion_training_runs_resumes_and_ships(tmp_path):
     logs: list[str] = []
     out = train_fusion(cfg, log=logs.append)
     assert any("resumed at step 2" in s for s in logs)
-    net, digest = load_fuser(str(out))
-    assert len(digest) == 8 and net.head.weight.abs().sum() > 0
+    net, digest, align = load_fuser(str(out))
+    assert len(digest) == 8 and net.head.weight.abs().sum() > 0 and align == ""
+    cfg.align, cfg.steps, cfg.run_dir = True, 1, str(tmp_path / "aligned")
+    assert load_fuser(str(train_fusion(cfg, log=lambda s: None))).align == ALIGN_NAME
 
 
 def test_gradient_term_punishes_blur_and_fine_tuning_starts_from_weights(tmp_path):
@@ -250,3 +253,45 @@ def test_gradient_term_punishes_blur_and_fine_tuning_starts_from_weights(tmp_pat
     out = torch.load(train_fusion(cfg, log=lambda s: None), weights_only=True)["net"]
     shipped = torch.load(fusion_weights_path(), weights_only=True)["net"]
     assert all(torch.allclose(out[k], shipped[k], atol=1e-5) for k in shipped)
+
+
+def test_alignment_moves_the_warp_onto_the_base(held_out):
+    """A warp 3 pixels off the (blurry) base comes back onto it: the aligned warp is closer
+    to the frame the base shows than the warp was."""
+    import cv2
+
+    from gfvc.enhance.align import WarpAligner
+
+    frame = held_out[10]
+    shift = np.float32([[1, 0, 3], [0, 1, -2]])
+    warped = cv2.warpAffine(frame, shift, (256, 256), borderMode=cv2.BORDER_REPLICATE)
+    base_up = cv2.resize(cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA), (256, 256))
+    aligned = WarpAligner()(warped, base_up)
+    inner = (slice(16, -16), slice(16, -16))
+    err = [np.abs(x[inner].astype(float) - frame[inner]).mean() for x in (warped, aligned)]
+    assert err[1] < 0.5 * err[0]
+
+
+def test_streams_coded_for_earlier_fusion_weights_still_decode(monkeypatch, held_out):
+    """A stream names its fusion weights by hash: one coded for the previous release's
+    weights decodes with them (no alignment); an unknown hash is a one-line refusal."""
+    import gfvc.enhance as enhance
+    from gfvc.errors import CheckpointError
+
+    older = enhance._older_fusion_weights()
+    assert older, "the previous release's fusion weights ship in gfvc/data"
+    current = enhance.load_fuser()
+    monkeypatch.setattr(enhance, "fusion_weights_path", lambda: older[-1])
+    enhance.load_fuser.cache_clear()
+    frames = held_out[:6]
+    data = encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))
+    monkeypatch.undo()
+    enhance.load_fuser.cache_clear()
+    header = parse_stream(data).header
+    named = enhancement_info(header).fusion_hash
+    assert named == enhance.load_fuser(str(older[-1])).hash != current.hash
+    dec = enhance.EnhancementDecoder(128, True, named)
+    assert dec.aligner is None
+    assert len(list(decode_frames(data))) == len(frames)
+    with pytest.raises(CheckpointError, match="does not have"):
+        enhance.fuser_for(b"\0" * 8)

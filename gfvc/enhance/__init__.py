@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from gfvc.enhance.align import ALIGN_NAME, WarpAligner
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fovea import Fovea, defoveate
 from gfvc.enhance.fusion import Fuser
@@ -78,12 +80,27 @@ def plan_layers(kbps: float) -> LayerPlan:
 
 
 def fusion_weights_path() -> Path:
+    """The fusion weights new streams are coded for."""
     return Path(str(resources.files("gfvc") / "data" / "fusion.pt"))
 
 
-@lru_cache(maxsize=2)
-def load_fuser(path: str | None = None) -> tuple[Fuser, bytes]:
-    """The packaged (or given) fusion network, ready for inference, and its 8-byte hash."""
+def _older_fusion_weights() -> list[Path]:
+    """Fusion weights of earlier releases, shipped so that their streams still decode."""
+    return sorted(Path(str(resources.files("gfvc") / "data")).glob("fusion-*.pt"))
+
+
+class FusionWeights(NamedTuple):
+    net: Fuser
+    #: 8-byte hash of the weights file: a stream's header names the weights it was coded for
+    hash: bytes
+    #: the alignment the network was trained with (``ALIGN_NAME``), or "" for none
+    align: str
+
+
+@lru_cache(maxsize=4)
+def load_fuser(path: str | None = None) -> FusionWeights:
+    """The packaged (or given) fusion network, ready for inference, with its hash and the
+    warp alignment it expects."""
     p = Path(path) if path else fusion_weights_path()
     if not p.exists():
         raise CheckpointError(f"enhancement-layer fusion weights not found at {p}")
@@ -91,10 +108,28 @@ def load_fuser(path: str | None = None) -> tuple[Fuser, bytes]:
         ck = torch.load(p, map_location="cpu", weights_only=True)
         net = Fuser(width=int(ck["width"]))
         net.load_state_dict(ck["net"])
+        align = str(ck.get("align", ""))
     except Exception as e:
         raise CheckpointError(f"{p} is not a fusion network ({type(e).__name__})") from None
+    if align not in ("", ALIGN_NAME):
+        raise CheckpointError(f"{p} expects a warp alignment this release lacks ({align})")
     net = net.eval().to(memory_format=torch.channels_last)
-    return net, hashlib.sha256(p.read_bytes()).digest()[:8]
+    return FusionWeights(net, hashlib.sha256(p.read_bytes()).digest()[:8], align)
+
+
+def fuser_for(fusion_hash: bytes) -> FusionWeights:
+    """The packaged fusion weights whose hash a stream's header names: the current ones or
+    an earlier release's."""
+    current = load_fuser()
+    if current.hash == fusion_hash:
+        return current
+    for p in _older_fusion_weights():
+        if hashlib.sha256(p.read_bytes()).digest()[:8] == fusion_hash:
+            return load_fuser(str(p))
+    raise CheckpointError(
+        "the stream's enhancement layer was coded for fusion weights this release does not "
+        "have: decode with the gfvc release that coded it"
+    )
 
 
 def check_base_size(size: int) -> int:
@@ -116,14 +151,22 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def to_image(t: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (t[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+
+
 class EnhancementDecoder:
     """Base-layer pictures in, fused frames out. ``key`` restarts the base stream (each key
     unit carries the base stream's IDR picture); a damaged base picture breaks the base
-    stream until the next key unit, as in any predictive video."""
+    stream until the next key unit, as in any predictive video. ``fusion_hash``: the
+    weights the stream names (None: the current ones)."""
 
-    def __init__(self, size: int, foveated: bool = False) -> None:
+    def __init__(self, size: int, foveated: bool = False, fusion_hash: bytes | None = None) -> None:
         self.base = BaseLayerDecoder(size, foveated)
-        self.fuser, self.fusion_hash = load_fuser()
+        weights = load_fuser() if fusion_hash is None else fuser_for(fusion_hash)
+        self.fuser, self.fusion_hash = weights.net, weights.hash
+        self.aligner = WarpAligner() if weights.align else None
 
     def key(self, chunk: bytes) -> np.ndarray:
         return self.base.decode(chunk, restart=True)
@@ -136,8 +179,10 @@ class EnhancementDecoder:
             up = defoveate(_tensor(base), self.base.fovea, warped.shape[0]).contiguous(
                 memory_format=torch.channels_last
             )
+            if self.aligner is not None:
+                warped = self.aligner(warped, to_image(up))
             y = self.fuser(up, _tensor(warped))
-        return (y[0].permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+        return to_image(y)
 
 
 __all__ = [
@@ -145,8 +190,10 @@ __all__ = [
     "BaseLayerEncoder",
     "BaseLayerSettings",
     "EnhancementDecoder",
+    "FusionWeights",
     "Fovea",
     "LayerPlan",
+    "fuser_for",
     "load_fuser",
     "plan_layers",
 ]

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gfvc.enhance import to_image
+from gfvc.enhance.align import ALIGN_NAME, WarpAligner
 from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
 from gfvc.enhance.fusion import Fuser
 from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
@@ -54,6 +56,9 @@ class FusionTrainConfig:
     val_clips: list[str] = field(default_factory=list)
     #: base sizes to train on (empty: all of ``TRAIN_BASES``)
     base_sizes: list[int] = field(default_factory=list)
+    #: train on warps moved onto the base's geometry (``gfvc.enhance.align``); the weights
+    #: record it, and the decoder aligns for them
+    align: bool = False
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -63,7 +68,9 @@ def _to_t(a: np.ndarray) -> torch.Tensor:
 class FusionData:
     """All clips of a data folder in memory; batches of (base_up, warped, target)."""
 
-    def __init__(self, folder: Path, seed: int = 0, sizes: list[int] | None = None) -> None:
+    def __init__(
+        self, folder: Path, seed: int = 0, sizes: list[int] | None = None, align: bool = False
+    ) -> None:
         self.clips = []
         for f in sorted(folder.glob("*.npz")):
             with np.load(f) as z:
@@ -76,6 +83,7 @@ class FusionData:
             if k.startswith("b") and (not sizes or int(k[1:].split("_")[0]) in sizes)
         ]
         self.rng = random.Random(seed)
+        self.aligner = WarpAligner() if align else None
 
     @staticmethod
     def _base_up(c: dict[str, np.ndarray], k: str, t: int) -> torch.Tensor:
@@ -94,7 +102,10 @@ class FusionData:
             k = self.rng.choice(self.keys)
             t = self.rng.randrange(1, len(c["gt"]))
             base.append(self._base_up(c, k, t))
-            warp.append(_to_t(c["warp"][t : t + 1]))
+            w = c["warp"][t]
+            if self.aligner is not None:  # as the decoder does, on the whole frame
+                w = self.aligner(w, to_image(base[-1]))
+            warp.append(_to_t(w[None]))
             gt.append(_to_t(c["gt"][t : t + 1]))
             if crop:
                 size = gt[-1].shape[-1]
@@ -154,8 +165,8 @@ def train_fusion(
     run = Path(cfg.run_dir).expanduser()
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed, cfg.base_sizes)
-    val = FusionData(val_dir, sizes=cfg.base_sizes) if val_dir else None
+    data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed, cfg.base_sizes, cfg.align)
+    val = FusionData(val_dir, sizes=cfg.base_sizes, align=cfg.align) if val_dir else None
     net = Fuser(width=cfg.width)
     if cfg.init:
         ck = torch.load(Path(cfg.init).expanduser(), map_location="cpu", weights_only=True)
@@ -195,9 +206,10 @@ def train_fusion(
             log(f"time limit at step {step}; rerun to continue")
             break
     out = run / "fusion.pt"
-    _save(
-        out, {"format": "gfvc-fusion-1", "width": cfg.width, "step": step, "net": net.state_dict()}
-    )
+    ck = {"format": "gfvc-fusion-1", "width": cfg.width, "step": step, "net": net.state_dict()}
+    if cfg.align:
+        ck["align"] = ALIGN_NAME
+    _save(out, ck)
     return out
 
 
@@ -276,6 +288,8 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
     if unknown:
         raise InputError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     cfg = FusionTrainConfig(**d)
+    if cfg.steps < 1:
+        raise InputError(f"steps in {path} must be at least 1, got {cfg.steps}")
     cache = cache_clips(landmark, log)
     train, val = split_clips(landmark, cache)
     data = Path(cfg.data_dir).expanduser()
