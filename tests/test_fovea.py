@@ -21,6 +21,7 @@ from gfvc.bitstream.extension import (
 from gfvc.bitstream.format import StreamHeader
 from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fovea import (
+    GAIN_BY_BASE_SIZE,
     Fovea,
     defoveate,
     down_matrix,
@@ -116,9 +117,9 @@ def test_enhancement_settings_old_and_new():
 
 def test_encoder_maps_the_face_at_128_and_keeps_64_uniform(frames):
     eyes, mouth = np.array([[100.0, 110]]), np.array([[128.0, 180]])
-    assert fovea_for((eyes, mouth), 256, 128).gain == 1.0
+    assert fovea_for((eyes, mouth), 256, 128).gain == GAIN_BY_BASE_SIZE[128] > 0
     assert fovea_for((eyes, mouth), 256, 64).gain == 0.0
-    assert fovea_for(None, 256, 128) == Fovea().quantized()
+    assert fovea_for(None, 256, 128) == Fovea(gain=GAIN_BY_BASE_SIZE[128]).quantized()
 
 
 def test_stream_key_units_carry_the_map_and_a_damaged_map_is_refused(frames):
@@ -135,7 +136,7 @@ def test_stream_key_units_carry_the_map_and_a_damaged_map_is_refused(frames):
     unit = parsed.units[0]
     key = read_key_payload(unit[1:], parsed.header.version, True)
     f = Fovea.from_bytes(key.enhancement[:5])
-    assert f.gain == 1.0 and 0.3 < f.cy < 0.8 and 0.3 < f.cx < 0.7  # on the face
+    assert f.gain == GAIN_BY_BASE_SIZE[128] and 0.3 < f.cy < 0.8 and 0.3 < f.cx < 0.7  # on the face
     at = unit.index(key.enhancement)
     bad = bytearray(unit)
     bad[at + 2] = 0  # sx: no spread
