@@ -31,14 +31,11 @@ _FINE = 4096
 MIN_SIGMA = 0.05
 #: The encoder's density gain per base size. At 64x64 the borders would be left with about
 #: 43 pixels across, and the 12 kbps point lost VMAF (31.7 -> 24.2) and eye error for little
-#: landmark distance (docs/enhance.md): that base stays uniform. At 128x128, gain 1.5 (the
-#: face centre at 1.4x the uniform base's linear resolution, the borders 0.6x) beats gain 1
-#: once the warp is aligned to the base before fusion (means at 12 / 16 / 20 kbps: eye error
-#: 0.043 / 0.037 / 0.034 -> 0.040 / 0.037 / 0.035, mouth 0.026 / 0.021 / 0.019 -> 0.025 /
-#: 0.020 / 0.019, identity 0.354 / 0.317 / 0.285 -> 0.351 / 0.314 / 0.285; VMAF -1 to -2).
-#: Gain 2 gains a little more on the face at 16 kbps but its mouth error no longer falls
-#: from 16 to 20 kbps (docs/enhance.md).
-GAIN_BY_BASE_SIZE = {64: 0.0, 128: 1.5}
+#: landmark distance (docs/enhance.md): that base stays uniform. At 128x128, gains 1.5 and 2
+#: scored better on the face on the three ctc clips once the warp was aligned to the base,
+#: but worse where the face moves away from the map's centre (the hard case's pan and cuts,
+#: 12 kbps: identity 0.351 -> 0.397, error after a cut 5.7 -> 6.4; docs/enhance.md).
+GAIN_BY_BASE_SIZE = {64: 0.0, 128: 1.0}
 
 
 @dataclass(frozen=True)
