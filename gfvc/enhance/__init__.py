@@ -165,7 +165,7 @@ class EnhancementDecoder:
     def __init__(self, size: int, foveated: bool = False, fusion_hash: bytes | None = None) -> None:
         self.base = BaseLayerDecoder(size, foveated)
         weights = load_fuser() if fusion_hash is None else fuser_for(fusion_hash)
-        self.fuser, self.fusion_hash = weights.net, weights.hash
+        self.fuser = weights.net
         self.aligner = WarpAligner() if weights.align else None
 
     def key(self, chunk: bytes) -> np.ndarray:

@@ -7,14 +7,15 @@ dense optical flow from the upscaled base to the (equally blurred) warp moves th
 texture to where the camera saw it, so the network takes more of it. DIS flow at OpenCV's
 "fast" preset costs about 1 ms a 256x256 frame on one core.
 
-Measured on three unseen clips (lp_d3, vr_1, dpe_d, 10 s each) with the fusion network
-fine-tuned on aligned warps: docs/enhance.md, "Aligning the warp to the base". Decoder only:
-nothing here feeds back into prediction, so small float differences between machines cannot
-accumulate.
+Measured on three unseen clips (lp_d3, vr_1, dpe_d, 10 s each) with the packaged fusion
+network as it was (a fine-tune on aligned warps lost eye error): docs/enhance.md, "Aligning the
+warp to the base". Decoder only: nothing here feeds back into prediction, so small float
+differences between machines cannot accumulate.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 #: Gaussian blur (pixels at 256x256) applied to the warp before the flow is estimated, so
@@ -25,8 +26,6 @@ ALIGN_NAME = "dis-fast-1.5"
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
@@ -34,10 +33,7 @@ class WarpAligner:
     """Moves a warped frame onto a base picture's geometry (both (H, W, 3) uint8 RGB)."""
 
     def __init__(self) -> None:
-        import cv2
-
         cv2.setNumThreads(1)  # beside torch's threads; 1 ms a frame needs no more
-        self._cv2 = cv2
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -48,7 +44,6 @@ class WarpAligner:
         return self._grid
 
     def __call__(self, warped: np.ndarray, base_up: np.ndarray) -> np.ndarray:
-        cv2 = self._cv2
         target = _gray(base_up)
         moving = cv2.GaussianBlur(_gray(warped), (0, 0), FLOW_SIGMA)
         flow = self._flow.calc(target, moving, None)  # target(x) ~ moving(x + flow(x))
