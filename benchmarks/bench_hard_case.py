@@ -10,6 +10,10 @@ background. The default model under rate control at 4, 8 and 16 kbps against x26
 10th; the mean error two frames after each cut; the key frames and recalls sent.
 
     python benchmarks/bench_hard_case.py [-o hard_case.mp4] [--rates 4,8,16] [--qps 51,46,41]
+                                         [--strip strip.png]
+
+``--strip``: the original, ours at the last rate and x265 at the last QP, side by side, three
+frames after each cut and in the middle of the pan (judge by eye, not only by the scores).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path, help="also keep the source video here")
     ap.add_argument("--rates", default="4,8,16", help="our target rates (kbps)")
     ap.add_argument("--qps", default="51,46,41", help="the x265 anchor's QPs")
+    ap.add_argument("--strip", type=Path, help="write side-by-side frames here (PNG)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = args.out or Path(tmp) / "hard_case.mp4"
@@ -120,6 +125,13 @@ def main() -> None:
             a = anchor_code(crops, "x265", qp, 25.0)
             kbps = a.bits / len(crops) * 25 / 1000
             print(f"x265 QP {qp}: {kbps:.2f} kbps", score(crops, a.decoded_frames, cuts))
+        if args.strip:
+            picks = [c + 3 for c in cuts] + [(cuts[2] + cuts[3]) // 2]
+            shown = [crops, dec, a.decoded_frames]  # the last rate's and the last QP's
+            rows = [np.concatenate([v[i] for v in shown], axis=1) for i in sorted(picks)]
+            cv2.imwrite(str(args.strip), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
+            ours = args.rates.split(",")[-1]
+            print(f"wrote {args.strip}: original | ours --kbps {ours} | x265 QP {qp}")
 
 
 if __name__ == "__main__":
