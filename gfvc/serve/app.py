@@ -305,7 +305,10 @@ def create_app(
         finally:
             sessions.pop(session.id, None)
             pump.cancel()
-            await asyncio.to_thread(session.close)
+            # a thread of its own, not asyncio.to_thread: a handler cancelled at disconnect
+            # (as the test client cancels it) cancelled the executor job before a loaded
+            # machine had started it, and the session's folder stayed
+            threading.Thread(target=session.close, name=f"close-{session.id}").start()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
