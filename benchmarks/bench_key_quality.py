@@ -9,22 +9,25 @@ never saw those key frames, so their bits are printed beside the scores, not cou
 rate.
 
     python benchmarks/bench_key_quality.py [--rates 12,16] [--keys coded,original,qp30,qp36]
-                                           [--clips lp_d3,vr_1,dpe_d] [--frames 250]
+                                           [--config configs/ctc_enhance.yaml]
+
+The clips, their length and their crops are the ctc config's (the same frames its curves use).
 """
 
 from __future__ import annotations
 
 import argparse
-from fractions import Fraction
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from gfvc.bitstream import parse_stream
-from gfvc.codec import Decoder, EncodeSettings, FramePreparer, build_model, encode_frames
+from gfvc.codec import Decoder, EncodeSettings, build_model, encode_frames
+from gfvc.eval.ctc import CtcConfig, reference_frames
 from gfvc.eval.metrics import evaluate_sequences
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ctc_enhance.yaml"
 METRICS = ["ms_ssim", "lmd", "eye_err", "mouth_err", "id_dist"]
 
 
@@ -32,13 +35,12 @@ class _SwappedKeys:
     """Stands in for a decoder's key-frame codec: returns the chosen substitute for the
     frame being decoded instead of the coded picture."""
 
-    def __init__(self, codec, reference: np.ndarray, key: str) -> None:
-        self.codec, self.reference, self.key = codec, reference, key
-        self.decoder: Decoder | None = None
+    def __init__(self, decoder: Decoder, reference: np.ndarray, key: str) -> None:
+        self.decoder, self.codec = decoder, decoder.keyframe
+        self.reference, self.key = reference, key
         self.bits: list[int] = []
 
     def decode(self, data: bytes, width: int, height: int) -> np.ndarray:
-        assert self.decoder is not None
         crop = self.reference[self.decoder.frame_index]
         if self.key == "original":
             return crop.copy()
@@ -53,39 +55,31 @@ def decode(data: bytes, model, reference: np.ndarray, key: str) -> tuple[list, l
     with Decoder(parsed.header, model) as dec:
         swap = None
         if key != "coded":
-            swap = _SwappedKeys(dec.keyframe, reference, key)
-            swap.decoder = dec
+            swap = _SwappedKeys(dec, reference, key)
             dec.keyframe = swap
         frames = [dec.decode_unit(u) for u in parsed.units]
     return frames, ([] if swap is None else swap.bits)
-
-
-def crops(clip: str, frames: int) -> np.ndarray:
-    prep = FramePreparer(FACES / f"{clip}.mp4", EncodeSettings(frames=frames, size=256, crop=True))
-    try:
-        return np.stack(list(prep))
-    finally:
-        prep.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="12,16")
     ap.add_argument("--keys", default="coded,original,qp30,qp36")
-    ap.add_argument("--clips", default="lp_d3,vr_1,dpe_d")
-    ap.add_argument("--frames", type=int, default=250)
+    ap.add_argument("--config", default=str(CONFIG), help="a gfvc ctc config: its clips")
     a = ap.parse_args()
     keys = a.keys.split(",")
     for k in keys:
         if k not in ("coded", "original") and not (k.startswith("qp") and k[2:].isdigit()):
             ap.error(f"--keys: {k!r} is not coded, original or qpN")
-    refs = {c: crops(c, a.frames) for c in a.clips.split(",")}
-    models = {c: build_model("landmark", size=256) for c in refs}  # one per clip, as gfvc ctc
+    cfg = CtcConfig.load(a.config)
+    with tempfile.TemporaryDirectory() as cache:
+        refs = {s.stem: reference_frames(cfg, s, Path(cache)) for s in cfg.sequences}
+    models = {c: build_model("landmark", size=cfg.size) for c in refs}  # one per clip, as ctc
     print("kbps  key       key bits  MS-SSIM  lmd    eye     mouth   id")
     for rate in map(float, a.rates.split(",")):
         streams = {
             c: encode_frames(
-                list(r), EncodeSettings(kbps=rate, size=256), Fraction(25), model=models[c]
+                list(r), EncodeSettings(kbps=rate, size=cfg.size), cfg.fps, model=models[c]
             )
             for c, r in refs.items()
         }
@@ -93,7 +87,7 @@ def main() -> None:
             rows, bits = [], []
             for c, data in streams.items():
                 frames, b = decode(data, models[c], refs[c], key)
-                ev = evaluate_sequences(refs[c], frames, METRICS, fps=25.0)
+                ev = evaluate_sequences(refs[c], frames, METRICS, fps=float(cfg.fps))
                 rows.append([ev[m] for m in METRICS])
                 bits += b
             m = np.mean(rows, axis=0)
