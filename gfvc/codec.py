@@ -156,6 +156,7 @@ class Encoder(_Closable):
         base_layer: BaseLayerSettings | bool | None = None,
     ) -> None:
         check_gop(gop)
+        model.begin_stream()  # nothing from a stream this model coded before carries over
         self.model = model
         self.keyframe = keyframe
         self.qstep = check_qstep(model.default_qstep if qstep is None else qstep)

@@ -207,6 +207,13 @@ class MotionModel(abc.ABC):
         Both sides call it at every key frame, so nothing before a key frame can influence
         what follows it. Must not forget what ``load_key_side_info`` just received."""
 
+    def begin_stream(self) -> None:
+        """Forget everything from earlier streams, trackers' own history included (an
+        encoder calls it at its start): a model reused for a second stream codes it exactly
+        as a fresh one would. ``reset`` alone keeps what a tracker may carry across key
+        frames within a stream."""
+        self.reset()
+
     def to(self, device: str) -> MotionModel:
         """Move to a torch device; models without torch parts ignore it."""
         return self

@@ -482,6 +482,9 @@ class LandmarkModel(MotionModel):
     def reset(self) -> None:
         self._tracker.reset()
 
+    def begin_stream(self) -> None:
+        self._tracker.restart()
+
     @property
     def tracking(self) -> bool:
         return self._tracker.found

@@ -127,6 +127,14 @@ class LandmarkTracker:
         self._filter.reset()
         self.found = True
 
+    def restart(self) -> None:
+        """Start over for another video: FaceMesh's tracking and the fallback pose go too."""
+        self.reset()
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
+        self._last = None
+
 
 def border_points(size: int, per_side: int = 4) -> np.ndarray:
     """Fixed anchor points on the frame border (corners included), (M, 2) float."""
