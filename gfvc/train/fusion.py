@@ -59,6 +59,8 @@ class FusionTrainConfig:
     #: train on warps moved onto the base's geometry (``gfvc.enhance.align``); the weights
     #: record it, and the decoder aligns for them
     align: bool = False
+    #: the key-frame QPs (SVT-AV1) the training warps are rendered from, one per clip at random
+    key_qps: list[int] = field(default_factory=lambda: [32, 40, 48])
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -226,10 +228,11 @@ def build_fusion_data(
     frames: int = 100,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    key_qps: tuple[int, ...] | list[int] = (32, 40, 48),
 ) -> None:
     """One ``out/CLIP.npz`` per cached clip (skipped when present): the original frames, the
     mesh warp the decoder renders from the coded features (the key frame at a random QP of
-    32/40/48), and the clip coded by x265 low delay at every size and QP of
+    ``key_qps``), and the clip coded by x265 low delay at every size and QP of
     ``TRAIN_BASES`` (decoded pictures, ``bN_QP``, and bits per frame, ``bitsN_QP``), sampled
     through the map the encoder picks for the first frame (``foveaN``, its 5 bytes)."""
     from gfvc.codec import EncodeSettings, build_model, decode_frames, encode_frames
@@ -239,7 +242,7 @@ def build_fusion_data(
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for name in clips:
-        qp = rng.choice([32, 40, 48])
+        qp = rng.choice(list(key_qps))
         f = out / f"{name}.npz"
         if f.exists():
             continue
@@ -293,7 +296,7 @@ def train_fusion_from_config(path: str | Path | None, log: Callable[[str], None]
     cache = cache_clips(landmark, log)
     train, val = split_clips(landmark, cache)
     data = Path(cfg.data_dir).expanduser()
-    build_fusion_data(cache, data / "train", train, log=log)
-    build_fusion_data(cache, data / "val", val, log=log)
+    build_fusion_data(cache, data / "train", train, log=log, key_qps=cfg.key_qps)
+    build_fusion_data(cache, data / "val", val, log=log, key_qps=cfg.key_qps)
     cfg.data_dir = str(data / "train")
     return train_fusion(cfg, val_dir=data / "val", log=log)
