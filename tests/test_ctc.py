@@ -366,3 +366,25 @@ def test_new_fusion_weights_rerun_landmark_jobs(seqs, tmp_path, monkeypatch):
     other.write_bytes(gfvc.enhance.fusion_weights_path().read_bytes() + b"retrained")
     monkeypatch.setattr(gfvc.enhance, "fusion_weights_path", lambda: other)
     assert cfg.settings_id(job) != before
+
+
+def test_bd_table_on_the_mean_curve_where_a_sequence_is_not_monotonic():
+    rates = [10.0, 20.0, 40.0]
+    rows = (
+        _rows("s1", "x265", rates, [30.0, 33.0, 36.0])
+        + _rows("s1", "g", [r / 2 for r in rates], [30.0, 33.0, 36.0])
+        + _rows("s2", "x265", rates, [30.0, 33.0, 36.0])
+        + _rows("s2", "g", [r / 2 for r in rates], [30.0, 33.0, 36.0])
+    )
+    (t,) = ctc.bd_table(rows, ("psnr_y",), "x265")
+    assert t["bd_rate_mean_curve"] == pytest.approx(-50.0)  # half the rate in both
+    assert "mean curve" not in t["notes"] and t["mean_curve_overlap"][0] == pytest.approx(1.0)
+    # s2 falls back at its last point: its own BD-rate is undefined, the mean curve's is not
+    rows = rows[:9] + _rows("s2", "g", [r / 2 for r in rates], [30.0, 33.5, 33.4])
+    (t,) = ctc.bd_table(rows, ("psnr_y",), "x265")
+    assert t["per_sequence"]["s2"] is None and t["bd_rate_mean"] is None
+    assert t["bd_rate_mean_curve"] is not None and t["bd_rate_mean_curve"] < 0
+    # both fall back: the mean curve is not monotonic either, and says so
+    rows = rows[:3] + _rows("s1", "g", rates, [31.0, 34.0, 32.0]) + rows[6:]
+    (t,) = ctc.bd_table(rows, ("psnr_y",), "x265")
+    assert t["bd_rate_mean_curve"] is None and "not monotonic" in t["notes"]["mean curve"]
