@@ -255,6 +255,34 @@ def test_gradient_term_punishes_blur_and_fine_tuning_starts_from_weights(tmp_pat
     assert all(torch.allclose(out[k], shipped[k], atol=1e-5) for k in shipped)
 
 
+def test_eye_weighted_training_finds_the_eyes_and_weights_them(held_out, tmp_path):
+    """``eye_weight``: the masks cover both eyes of a real face (a small part of the frame,
+    in its upper half), the weighted L1 counts an error there more than the same error
+    elsewhere, and a training step runs with them."""
+    import torch
+
+    from gfvc.train.fusion import FusionData, FusionTrainConfig, loss_fn, train_fusion
+
+    gt = np.stack(held_out[:4])
+    np.savez(tmp_path / "a.npz", gt=gt, warp=gt, b64_30=gt[:, ::4, ::4])
+    data = FusionData(tmp_path)
+    mask = data.eye_mask(0, 1)
+    rows, cols = np.nonzero(mask)
+    assert 0.005 < mask.mean() < 0.15 and rows.max() < 0.6 * mask.shape[0]
+    assert cols.min() < mask.shape[1] / 2 < cols.max()  # both eyes, either side of the middle
+    t = torch.zeros(1, 3, *mask.shape)
+    weight = 1.0 + 4.0 * torch.from_numpy(mask)[None, None]
+    inside, outside = t.clone(), t.clone()
+    inside[..., rows[0], cols[0]] = 1.0
+    outside[..., 0, 0] = 1.0
+    assert loss_fn(inside, t, 0.0, weight=weight)[0] > loss_fn(outside, t, 0.0, weight=weight)[0]
+    cfg = FusionTrainConfig(
+        data_dir=str(tmp_path), run_dir=str(tmp_path / "run"), steps=1, batch=2, crop=64,
+        eye_weight=4.0,
+    )  # fmt: skip
+    assert train_fusion(cfg, log=lambda s: None).exists()
+
+
 def test_alignment_moves_the_warp_onto_the_base(held_out):
     """A warp 3 pixels off the (blurry) base comes back onto it: the aligned warp is closer
     to the frame the base shows than the warp was."""

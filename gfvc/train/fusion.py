@@ -61,6 +61,9 @@ class FusionTrainConfig:
     align: bool = False
     #: the key-frame QPs (SVT-AV1) the training warps are rendered from, one per clip at random
     key_qps: list[int] = field(default_factory=lambda: [32, 40, 48])
+    #: extra L1 weight inside the eye boxes (FaceMesh on the target frames; 0: none): the
+    #: network settles on the base's blur there, which costs eye error and identity
+    eye_weight: float = 0.0
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -86,6 +89,32 @@ class FusionData:
         ]
         self.rng = random.Random(seed)
         self.aligner = WarpAligner() if align else None
+        self._eyes: dict[int, np.ndarray] = {}  # clip index -> (T, S, S) eye masks
+
+    def eye_mask(self, i: int, t: int) -> np.ndarray:
+        """Frame ``t`` of clip ``i``: 1 inside its eye boxes (each eye ring's bounding box
+        grown by half its width each way, brows included), else 0; all 0 without a face."""
+        if i not in self._eyes:
+            from gfvc.io import FaceLandmarker
+            from gfvc.models.landmark import LEFT_EYE_RING, RIGHT_EYE_RING
+
+            gt = self.clips[i]["gt"]
+            masks = np.zeros(gt.shape[:3], np.float32)
+            with FaceLandmarker() as lm:
+                for k, frame in enumerate(gt):
+                    pts = lm(frame)
+                    if pts is None:
+                        continue
+                    for ring in (LEFT_EYE_RING, RIGHT_EYE_RING):
+                        (x0, y0), (x1, y1) = pts[list(ring), :2].min(0), pts[list(ring), :2].max(0)
+                        g = 0.5 * (x1 - x0)
+                        ys, xs = (
+                            slice(max(0, int(y0 - 1.5 * g)), int(y1 + g) + 1),
+                            slice(max(0, int(x0 - g)), int(x1 + g) + 1),
+                        )
+                        masks[k, ys, xs] = 1.0
+            self._eyes[i] = masks
+        return self._eyes[i][t]
 
     @staticmethod
     def _base_up(c: dict[str, np.ndarray], k: str, t: int) -> torch.Tensor:
@@ -96,11 +125,13 @@ class FusionData:
         return defoveate(pic, fovea, c["gt"].shape[1])
 
     def batch(
-        self, n: int, crop: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        base, warp, gt = [], [], []
+        self, n: int, crop: int | None = None, eyes: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """(base_up, warped, target), and with ``eyes`` the (N, 1, S, S) eye masks."""
+        base, warp, gt, mask = [], [], [], []
         for _ in range(n):
-            c = self.rng.choice(self.clips)
+            i = self.rng.randrange(len(self.clips))
+            c = self.clips[i]
             k = self.rng.choice(self.keys)
             t = self.rng.randrange(1, len(c["gt"]))
             base.append(self._base_up(c, k, t))
@@ -109,15 +140,19 @@ class FusionData:
                 w = self.aligner(w, to_image(base[-1]))
             warp.append(_to_t(w[None]))
             gt.append(_to_t(c["gt"][t : t + 1]))
+            lists = [base, warp, gt]
+            if eyes:
+                mask.append(torch.from_numpy(self.eye_mask(i, t))[None, None])
+                lists.append(mask)
             if crop:
                 size = gt[-1].shape[-1]
                 y, x = (
                     self.rng.randrange(0, size - crop + 1),
                     self.rng.randrange(0, size - crop + 1),
                 )
-                for lst in (base, warp, gt):
+                for lst in lists:
                     lst[-1] = lst[-1][..., y : y + crop, x : x + crop]
-        return torch.cat(base), torch.cat(warp), torch.cat(gt)
+        return tuple(torch.cat(lst) for lst in lists)
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +160,19 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def loss_fn(
-    y: torch.Tensor, t: torch.Tensor, ssim_weight: float, grad_weight: float = 0.0
+    y: torch.Tensor,
+    t: torch.Tensor,
+    ssim_weight: float,
+    grad_weight: float = 0.0,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """L1 + SSIM (MS-SSIM needs frames above 160 pixels; training uses crops), plus L1 on
-    the horizontal and vertical image gradients with ``grad_weight``."""
+    the horizontal and vertical image gradients with ``grad_weight``. ``weight`` (N, 1, H,
+    W): per-pixel L1 weights (the eye boxes weighted up)."""
     from pytorch_msssim import ssim
 
-    l1 = (y - t).abs().mean()
+    err = (y - t).abs()
+    l1 = err.mean() if weight is None else (err * weight).mean()
     s = ssim(y, t, data_range=1.0, size_average=True)
     loss = l1 + ssim_weight * (1 - s)
     parts = {"l1": float(l1.detach()), "ssim": float(s.detach())}
@@ -187,8 +228,12 @@ def train_fusion(
     sched = warmup_cosine(opt, cfg.steps, warmup=100, step=step)
     t0 = t_last = time.time()
     while step < cfg.steps:
-        b, w, t = data.batch(cfg.batch, cfg.crop)
-        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight, cfg.grad_weight)
+        if cfg.eye_weight:
+            b, w, t, eyes = data.batch(cfg.batch, cfg.crop, eyes=True)
+            weight = 1.0 + cfg.eye_weight * eyes
+        else:
+            (b, w, t), weight = data.batch(cfg.batch, cfg.crop), None
+        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight, cfg.grad_weight, weight)
         optimizer_step(net, opt, sched, loss)
         step += 1
         if step % 20 == 0:
