@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -663,6 +663,34 @@ def curves(
     return out
 
 
+class _Deltas(NamedTuple):
+    """One pair of curves' BD-rate and BD-quality (None: undefined, ``why`` says why) and
+    their overlaps (quality range, log-rate range)."""
+
+    rate: float | None = None
+    quality: float | None = None
+    overlap: tuple[float | None, float | None] = (None, None)
+    why: str = ""
+
+
+def _deltas(
+    anchor: tuple[list[float], list[float]], test: tuple[list[float], list[float]], metric: str
+) -> _Deltas:
+    from gfvc.eval.bd import bd_quality, bd_rate, overlap_fraction
+
+    (ar, av), (tr, tv) = anchor, test
+    values: list[float | None] = []
+    why = ""
+    for fn, what in ((bd_rate, "BD-rate"), (bd_quality, "BD")):
+        try:
+            values.append(fn(ar, av, tr, tv, metric=metric))
+        except GfvcError as e:
+            values.append(None)
+            why = why or f"{what}: {e}"
+    overlap = (overlap_fraction(av, tv), overlap_fraction(np.log10(ar), np.log10(tr)))
+    return _Deltas(values[0], values[1], overlap, why)
+
+
 def bd_table(
     rows: list[dict[str, Any]], metrics: tuple[str, ...], reference: str
 ) -> list[dict[str, Any]]:
@@ -683,8 +711,6 @@ def bd_table(
     is defined more often. A secondary figure, reported beside the per-sequence ones
     (``notes`` key "mean curve" when it is undefined too).
     """
-    from gfvc.eval.bd import bd_quality, bd_rate, overlap_fraction
-
     table = []
     for metric in metrics:
         per_seq = curves(rows, metric)
@@ -699,30 +725,17 @@ def bd_table(
             for seq, cs in sorted(per_seq.items()):
                 if codec not in cs or reference not in cs:
                     continue
-                (ar, av), (tr, tv) = cs[reference], cs[codec]
-                ov_r[seq] = overlap_fraction(av, tv)
-                ov_q[seq] = overlap_fraction(np.log10(ar), np.log10(tr))
-                for fn, store, what in ((bd_rate, rate, "BD-rate"), (bd_quality, qual, "BD")):
-                    try:
-                        store[seq] = fn(ar, av, tr, tv, metric=metric)
-                    except GfvcError as e:
-                        store[seq] = None
-                        notes.setdefault(seq, f"{what}: {e}")
+                d = _deltas(cs[reference], cs[codec], metric)
+                rate[seq], qual[seq], ov_r[seq], ov_q[seq] = d.rate, d.quality, *d.overlap
+                if d.why:
+                    notes[seq] = d.why
             ok_r = [v for v in rate.values() if v is not None]
             ok_q = [v for v in qual.values() if v is not None]
-            curve_deltas: list[float | None] = [None, None]
-            curve_overlap: list[float | None] = [None, None]
+            on_mean = _Deltas()
             if codec in means and reference in means:
-                (ar, av), (tr, tv) = means[reference], means[codec]
-                curve_overlap = [
-                    overlap_fraction(av, tv),
-                    overlap_fraction(np.log10(ar), np.log10(tr)),
-                ]
-                for i, (fn, what) in enumerate(((bd_rate, "BD-rate"), (bd_quality, "BD"))):
-                    try:
-                        curve_deltas[i] = fn(ar, av, tr, tv, metric=metric)
-                    except GfvcError as e:
-                        notes.setdefault("mean curve", f"{what}: {e}")
+                on_mean = _deltas(means[reference], means[codec], metric)
+                if on_mean.why:
+                    notes["mean curve"] = on_mean.why
             table.append(
                 {
                     "metric": metric,
@@ -732,9 +745,9 @@ def bd_table(
                     "bd_quality_mean": float(np.mean(ok_q)) if ok_q and len(ok_q) == len(qual) else None,
                     "sequences": f"{len(ok_r)}/{len(rate)}",
                     "bd_quality_sequences": f"{len(ok_q)}/{len(qual)}",
-                    "bd_rate_mean_curve": curve_deltas[0],
-                    "bd_quality_mean_curve": curve_deltas[1],
-                    "mean_curve_overlap": curve_overlap,
+                    "bd_rate_mean_curve": on_mean.rate,
+                    "bd_quality_mean_curve": on_mean.quality,
+                    "mean_curve_overlap": list(on_mean.overlap),
                     "per_sequence": rate,
                     "bd_quality_per_sequence": qual,
                     "overlap": ov_r,

@@ -30,6 +30,8 @@ from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
 from gfvc.enhance.fusion import Fuser
 from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
 
+#: The key-frame QPs (SVT-AV1) the packaged network's training warps were rendered from.
+KEY_QPS = (32, 40, 48)
 #: Base-layer sizes and the x265 QPs training covers at each.
 TRAIN_BASES: dict[int, tuple[int, ...]] = {64: (24, 28, 32, 36, 40), 128: (30, 34, 38, 42, 46)}
 
@@ -60,7 +62,7 @@ class FusionTrainConfig:
     #: record it, and the decoder aligns for them
     align: bool = False
     #: the key-frame QPs (SVT-AV1) the training warps are rendered from, one per clip at random
-    key_qps: list[int] = field(default_factory=lambda: [32, 40, 48])
+    key_qps: list[int] = field(default_factory=lambda: list(KEY_QPS))
     #: extra L1 weight inside the eye boxes (FaceMesh on the target frames; 0: none): the
     #: network settles on the base's blur there, which costs eye error and identity
     eye_weight: float = 0.0
@@ -273,7 +275,7 @@ def build_fusion_data(
     frames: int = 100,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    key_qps: tuple[int, ...] | list[int] = (32, 40, 48),
+    key_qps: tuple[int, ...] | list[int] = KEY_QPS,
 ) -> None:
     """One ``out/CLIP.npz`` per cached clip (skipped when present): the original frames, the
     mesh warp the decoder renders from the coded features (the key frame at a random QP of
