@@ -108,6 +108,10 @@ def test_tiny_run_writes_csv_bd_table_plots_and_report(finished):
     report = (out / "report.md").read_text()
     assert "BD-rate and BD-quality against x265" in report
     assert "![psnr_y](plots/rd_psnr_y.png)" in report
+    assert "## Quality against rate" in report and "## Against x265 at equal rate" in report
+    equal = list(csv.DictReader((out / "equal_rate.csv").open()))
+    assert {r["metric"] for r in equal} == {"psnr_rgb", "psnr_y", "ssim"}
+    assert {r["codec"] for r in equal} == {"toy"} and len(equal) == 3 * 3 * 1
     assert "`ms_ssim` unavailable" in report
     assert "12 of 12 runs" in report
 
@@ -388,3 +392,22 @@ def test_bd_table_on_the_mean_curve_where_a_sequence_is_not_monotonic():
     rows = rows[:3] + _rows("s1", "g", rates, [31.0, 34.0, 32.0]) + rows[6:]
     (t,) = ctc.bd_table(rows, ("psnr_y",), "x265")
     assert t["bd_rate_mean_curve"] is None and "not monotonic" in t["notes"]["mean curve"]
+
+
+def test_equal_rate_table_and_setbacks():
+    ref = _rows("s1", "x265", [10.0, 40.0], [0.5, 0.3], "id_dist")
+    test = _rows("s1", "g", [5.0, 20.0, 30.0], [0.2, 0.45, 0.3], "id_dist")
+    # the reference at 20 kbps: halfway in log-rate between 10 and 40 kbps
+    assert ctc.value_at_rate(([10.0, 40.0], [0.5, 0.3]), 20.0) == pytest.approx(0.4)
+    assert ctc.value_at_rate(([10.0, 40.0], [0.5, 0.3]), 50.0) is None  # no extrapolation
+    t = {r["kbps"]: r for r in ctc.equal_rate_table(ref + test, ("id_dist",), "x265")}
+    assert set(t) == {5.0, 20.0, 30.0}
+    assert t[5.0]["reference_value"] is None and t[5.0]["better"] is None
+    assert t[20.0]["delta"] == pytest.approx(0.05) and t[20.0]["better"] is False
+    assert t[30.0]["better"] is True  # 0.3 against 0.5 - 0.2 log(3) / log(4), about 0.341
+    assert t[30.0]["delta"] == pytest.approx(0.3 - (0.5 - 0.2 * np.log(3) / np.log(4)))
+    # identity distance gets worse from 5 to 20 kbps: one setback, reported as such
+    curve = ([5.0, 20.0, 30.0], [0.2, 0.45, 0.3])
+    assert ctc.setbacks(curve, "id_dist") == [(5.0, 20.0, 0.2, 0.45)]
+    assert ctc.setbacks(([5.0, 20.0], [30.0, 31.0]), "psnr_y") == []
+    assert ctc.setbacks(([5.0, 20.0], [31.0, 30.0]), "psnr_y") == [(5.0, 20.0, 31.0, 30.0)]

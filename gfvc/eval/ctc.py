@@ -48,6 +48,8 @@ ANCHOR = "anchor"
 
 #: BD values from curves that share less than this part of their range are marked unreliable.
 LOW_OVERLAP = 0.5
+#: Columns of equal_rate.csv (``equal_rate_table``).
+EQUAL_RATE_FIELDS = ("metric", "codec", "kbps", "value", "reference_value", "delta", "better")
 #: Bump when the meaning of a stored result changes (forces a rerun of old results).
 RESULT_VERSION = 1
 
@@ -758,6 +760,64 @@ def bd_table(
     return table
 
 
+def value_at_rate(curve: tuple[list[float], list[float]], kbps: float) -> float | None:
+    """The curve's value at ``kbps``, linear in log-rate between the two points around it
+    (as BD figures plot rate); None outside the curve's rate range: no extrapolation."""
+    rates, vals = np.asarray(curve[0], float), np.asarray(curve[1], float)
+    order = np.argsort(rates)
+    rates, vals = rates[order], vals[order]
+    if len(rates) == 0 or not rates[0] <= kbps <= rates[-1]:
+        return None
+    return float(np.interp(np.log(kbps), np.log(rates), vals))
+
+
+def setbacks(curve: tuple[list[float], list[float]], metric: str) -> list[tuple[float, ...]]:
+    """Each step up in rate where the metric gets worse: (rate, next rate, value, next
+    value). Empty: quality rises (or holds) with every step of rate."""
+    from gfvc.eval.bd import lower_is_better
+
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    pts = sorted(zip(curve[0], curve[1], strict=True))
+    return [
+        (r0, r1, v0, v1)
+        for (r0, v0), (r1, v1) in zip(pts, pts[1:], strict=False)
+        if sign * (v1 - v0) < 0
+    ]
+
+
+def equal_rate_table(
+    rows: list[dict[str, Any]], metrics: tuple[str, ...], reference: str
+) -> list[dict[str, Any]]:
+    """Each codec's mean-curve points against ``reference`` at the same rate.
+
+    One entry per (metric, codec, rate point): ``kbps``, ``value``, ``reference_value`` (the
+    reference's mean curve at that rate, ``value_at_rate``; None outside its range),
+    ``delta`` (value - reference value) and ``better`` (True, False, or None when there is
+    nothing to compare). Beside BD figures, which average over a whole overlap, this answers
+    "at 8 kbps, which codec gives the better face?" point by point."""
+    from gfvc.eval.bd import lower_is_better
+
+    table = []
+    for metric in metrics:
+        means = mean_curves(rows, metric)
+        if reference not in means:
+            continue
+        for codec, (rates, vals) in means.items():
+            if codec == reference:
+                continue
+            for kbps, value in sorted(zip(rates, vals, strict=True)):
+                ref = value_at_rate(means[reference], kbps)
+                delta = None if ref is None else value - ref
+                better = None
+                if delta is not None and delta != 0:
+                    better = (delta < 0) == lower_is_better(metric)
+                table.append(
+                    {"metric": metric, "codec": codec, "kbps": kbps, "value": value,
+                     "reference_value": ref, "delta": delta, "better": better}
+                )  # fmt: skip
+    return table
+
+
 def mean_curves(
     rows: list[dict[str, Any]], metric: str
 ) -> dict[str, tuple[list[float], list[float]]]:
@@ -938,6 +998,7 @@ def write_report(cfg: CtcConfig, out: Path) -> Path:
             lines += ["", "Undefined values:", "", *notes]
         lines.append("")
 
+    lines += _rate_sections(cfg, out, rows, metrics)
     plots = out / "plots"
     lines += ["## RD curves (mean over sequences at each QP)", ""]
     for m in metrics:
@@ -952,6 +1013,60 @@ def write_report(cfg: CtcConfig, out: Path) -> Path:
     report = out / "report.md"
     _write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _rate_sections(
+    cfg: CtcConfig, out: Path, rows: list[dict[str, Any]], metrics: list[str]
+) -> list[str]:
+    """Report sections: where each mean curve falls back as rate rises, and each codec's
+    points against the reference at equal rate (also written to equal_rate.csv)."""
+    lines = [
+        "## Quality against rate (mean over sequences)",
+        "",
+        "Each step up in rate of each codec's mean curve where the metric gets worse.",
+        "",
+        "| metric | codec | better at every step | where it falls back |",
+        "|---|---|---|---|",
+    ]
+    for m in metrics:
+        for codec, curve in mean_curves(rows, m).items():
+            back = setbacks(curve, m)
+            where = "; ".join(
+                f"{a:.2f} -> {b:.2f} kbps: {_fmt(u)} -> {_fmt(v)}" for a, b, u, v in back
+            )
+            lines.append(f"| {m} | {codec} | {'no' if back else 'yes'} | {where or '–'} |")
+    lines.append("")
+    ref = cfg.bd_reference
+    if not ref:
+        return lines
+    table = equal_rate_table(rows, tuple(metrics), ref)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(EQUAL_RATE_FIELDS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(table)
+    _write_text(out / "equal_rate.csv", buf.getvalue())
+    cells: dict[tuple[str, float], dict[str, str]] = {}
+    for t in table:
+        mark = {True: " ✓", False: " ✗", None: ""}[t["better"]]
+        cells.setdefault((t["codec"], t["kbps"]), {})[t["metric"]] = (
+            f"{_fmt(t['value'])} / {_fmt(t['reference_value'])}{mark}"
+        )
+    lines += [
+        f"## Against {ref} at equal rate (mean curves)",
+        "",
+        f"Each rate point: this codec / {ref}'s mean curve at the same rate (linear in "
+        f"log-rate between its two points around it; n/a outside its range). ✓: better than "
+        f"{ref} there, ✗: worse. Also in equal_rate.csv.",
+        "",
+        "| codec | kbps | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for (codec, kbps), c in cells.items():
+        lines.append(
+            f"| {codec} | {kbps:.2f} | " + " | ".join(c.get(m, "n/a") for m in metrics) + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def _mean(values: list[Any]) -> float | None:
