@@ -703,7 +703,12 @@ class Decoder(_Closable):
             return frame
         # the base picture decodes last: it is the one step that changes state
         warped = self._render(self.model.preview, key_frame, key_feature, feature)
-        return self.enhancement.frame(chunk, warped[0])  # type: ignore[union-attr]
+        guide = None
+        if self.enhancement.guided:  # type: ignore[union-attr]
+            guide = self.model.fusion_guide(key_feature, feature)
+            if guide is None:
+                raise BitstreamError(f"the {self.model.name} model has no fusion guide")
+        return self.enhancement.frame(chunk, warped[0], guide)  # type: ignore[union-attr]
 
     def _decode_recall(self, key: KeyUnit) -> np.ndarray:
         """A recall unit: animate a bank reference again, from the feature it carries."""

@@ -323,3 +323,103 @@ def test_streams_coded_for_earlier_fusion_weights_still_decode(monkeypatch, held
     assert len(list(decode_frames(data))) == len(frames)
     with pytest.raises(CheckpointError, match="does not have"):
         enhance.fuser_for(b"\0" * 8)
+
+
+def _facemesh_points(frame: np.ndarray) -> np.ndarray:
+    """The landmark model's points of a real frame ((P, 2) pixels), FaceMesh on the frame."""
+    from gfvc.io import FaceLandmarker
+    from gfvc.models.faceshape import POINTS
+
+    with FaceLandmarker() as lm:
+        pts = lm(frame)
+    assert pts is not None
+    return pts[list(POINTS), :2].astype(np.float64)
+
+
+def test_fusion_guide_marks_the_openings_the_warp_changed(held_out):
+    """Masks of the inner mouth and both eyes, where a real face has them; the signed
+    channels are zero where the driving openings equal the key's and positive in the mouth
+    when the mouth opens wider than the key's."""
+    from gfvc.models.faceshape import POINTS
+    from gfvc.models.landmark import GUIDE_CHANNELS, fusion_guide
+
+    key = _facemesh_points(held_out[5])
+    g = fusion_guide(key, key, 256)
+    assert g.shape == (GUIDE_CHANNELS, 256, 256) and g.dtype == np.float32
+    mouth, left, right = g[:3]
+    for m in (left, right):
+        assert 0 < m.mean() < 0.02 and np.nonzero(m)[0].max() < 0.6 * 256
+    assert np.nonzero(right)[1].mean() < np.nonzero(left)[1].mean()  # the person's right eye
+    assert np.abs(g[3:]).max() == 0
+    drv = key.copy()
+    lower = list(POINTS).index(14)  # the lower inner lip's middle
+    drv[lower, 1] += 8
+    g = fusion_guide(drv, key, 256)
+    assert g[3][g[0] > 0.5].min() > 0 and np.abs(g[4:]).max() == 0
+
+
+def test_widened_fusion_network_starts_where_the_old_one_was_and_learns_the_hints():
+    import torch
+
+    from gfvc.enhance import load_fuser
+    from gfvc.enhance.fusion import Fuser, widen_from
+
+    old = load_fuser().net
+    new = Fuser(width=old.head.in_channels, guide=6)
+    widen_from(new, old.state_dict())
+    b, w, g = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), torch.rand(1, 6, 64, 64)
+    with torch.no_grad():
+        assert (old(b, w) - new(b, w, g)).abs().max() < 1e-5
+    new(b, w, g).mean().backward()
+    assert new.stem[0].weight.grad[:, 6:].abs().sum() > 0  # the hints' weights move
+    assert new.full.pw.weight.grad[:, -6:].abs().sum() > 0
+    with pytest.raises(ValueError, match="6 guide channels"):
+        new(b, w)
+
+
+def test_guided_fusion_weights_train_ship_and_decode(monkeypatch, held_out, tmp_path):
+    """Training data carries each decoded frame's driving and key landmarks; one step of
+    guided training from the packaged weights ships a network the decoder recognises as
+    guided, and streams coded for it decode with the hints: from the widened start, the
+    same pictures as the packaged network's (within rounding)."""
+    import torch
+
+    import gfvc.enhance as enhance
+    from gfvc.codec import build_model
+    from gfvc.train.fusion import FusionTrainConfig, _decode_with_landmarks, train_fusion
+
+    frames = held_out[:8]
+    model = build_model("landmark")
+    data = encode_frames(frames, EncodeSettings(qp=40), Fraction(25), model=model)
+    model.refiner = None
+    warps, drv, key = _decode_with_landmarks(data, model, decode_frames)
+    assert warps.shape == (8, 256, 256, 3) and drv.shape == key.shape == (8, drv.shape[1], 2)
+    np.testing.assert_array_equal(drv[0], key[0])  # the key frame itself
+    assert np.abs(drv[1:] - key[1:]).max() > 0.5 and "synthesize" not in vars(model)
+    gt = np.stack(frames)
+    np.savez(
+        tmp_path / "a.npz", gt=gt, warp=warps, drv_pts=drv, key_pts=key, b64_30=gt[:, ::4, ::4]
+    )
+    cfg = FusionTrainConfig(
+        data_dir=str(tmp_path), run_dir=str(tmp_path / "run"), steps=1, batch=2, crop=64,
+        lr=1e-9, guide=True, init=str(enhance.fusion_weights_path()),
+    )  # fmt: skip
+    ck = torch.load(train_fusion(cfg, log=lambda s: None), weights_only=True)
+    assert ck["guide"] == 6
+    ck["align"] = enhance.load_fuser().align  # as the packaged network's
+    guided = tmp_path / "fusion.pt"
+    torch.save(ck, guided)
+
+    plain = list(decode_frames(encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))))
+    monkeypatch.setattr(enhance, "fusion_weights_path", lambda: guided)
+    monkeypatch.setattr(enhance, "_older_fusion_weights", lambda: [])
+    enhance.load_fuser.cache_clear()
+    try:
+        data = encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))
+        info = enhancement_info(parse_stream(data).header)
+        assert enhance.EnhancementDecoder(128, True, info.fusion_hash).guided
+        out = list(decode_frames(data))
+    finally:
+        enhance.load_fuser.cache_clear()
+    diff = np.abs(np.stack(out).astype(int) - np.stack(plain))
+    assert diff.max() <= 2 and diff.mean() < 0.01

@@ -106,7 +106,7 @@ def load_fuser(path: str | None = None) -> FusionWeights:
         raise CheckpointError(f"enhancement-layer fusion weights not found at {p}")
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)
-        net = Fuser(width=int(ck["width"]))
+        net = Fuser(width=int(ck["width"]), guide=int(ck.get("guide", 0)))
         net.load_state_dict(ck["net"])
         align = str(ck.get("align", ""))
     except Exception as e:
@@ -171,7 +171,14 @@ class EnhancementDecoder:
     def key(self, chunk: bytes) -> np.ndarray:
         return self.base.decode(chunk, restart=True)
 
-    def frame(self, chunk: bytes, warped: np.ndarray) -> np.ndarray:
+    @property
+    def guided(self) -> bool:
+        """The network takes the motion model's ``fusion_guide`` beside the warp."""
+        return self.fuser.guide > 0
+
+    def frame(self, chunk: bytes, warped: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+        """The fused frame of base picture ``chunk`` and the animated key frame ``warped``
+        (with the motion model's hints ``guide`` for a ``guided`` network)."""
         base = self.base.decode(chunk)
         with torch.inference_mode():
             # channels_last throughout: the bicubic upscale returns NCHW, which would switch
@@ -181,7 +188,10 @@ class EnhancementDecoder:
             )
             if self.aligner is not None:
                 warped = self.aligner(warped, to_image(up))
-            y = self.fuser(up, _tensor(warped))
+            g = None
+            if guide is not None:
+                g = torch.from_numpy(guide)[None].contiguous(memory_format=torch.channels_last)
+            y = self.fuser(up, _tensor(warped), g)
         return to_image(y)
 
 

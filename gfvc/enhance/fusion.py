@@ -11,7 +11,10 @@ animated key frame can contribute where the two agree.
     out = base_up + alpha * (warped - base_up) + residual
 
 ``alpha`` (sigmoid, starting near 0) and ``residual`` come from a U-Net over
-[base_up, warped] at half resolution and below, and a light full-resolution head. Nothing the
+[base_up, warped] at half resolution and below, and a light full-resolution head. Networks
+built with ``guide`` channels also see the motion model's hints on where the warp is least
+to be trusted (the landmark model's ``fusion_guide``: eye and mouth openings it had to
+change). Nothing the
 decoder computes here feeds back into prediction, so float differences between machines
 cannot accumulate.
 """
@@ -28,15 +31,15 @@ IN_CHANNELS = 6  # upscaled base RGB, warped key RGB
 
 
 class Fuser(nn.Module):
-    """(B, 3, H, W) base_up and warped in [0, 1] -> fused frame in [0, 1]; H, W multiples
-    of 16."""
+    """(B, 3, H, W) base_up and warped in [0, 1] (and (B, ``guide``, H, W) hints) -> fused
+    frame in [0, 1]; H, W multiples of 16."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, guide: int = 0) -> None:
         super().__init__()
+        self.guide = guide
+        cin = IN_CHANNELS + guide
         w = [width, width * 2, width * 3, width * 4]
-        self.stem = nn.Sequential(
-            nn.Conv2d(IN_CHANNELS, w[0], 3, 2, 1), nn.LeakyReLU(0.1, inplace=True)
-        )
+        self.stem = nn.Sequential(nn.Conv2d(cin, w[0], 3, 2, 1), nn.LeakyReLU(0.1, inplace=True))
         self.down = nn.ModuleList(
             nn.Sequential(DSConv(w[i], w[i + 1], stride=2), DSRes(w[i + 1])) for i in range(3)
         )
@@ -44,13 +47,17 @@ class Fuser(nn.Module):
         self.up = nn.ModuleList(
             nn.Sequential(DSConv(w[i + 1] + w[i], w[i]), DSRes(w[i])) for i in (2, 1, 0)
         )
-        self.full = DSConv(w[0] + IN_CHANNELS, 16)
+        self.full = DSConv(w[0] + cin, 16)
         self.head = nn.Conv2d(16, 4, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, base_up: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([base_up, warped], 1)
+    def forward(
+        self, base_up: torch.Tensor, warped: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if (guide is None) != (self.guide == 0):
+            raise ValueError(f"this fusion network takes {self.guide} guide channels")
+        x = torch.cat([base_up, warped] if guide is None else [base_up, warped, guide], 1)
         fmt = (
             torch.channels_last
             if base_up.is_contiguous(memory_format=torch.channels_last)
@@ -70,3 +77,21 @@ class Fuser(nn.Module):
         alpha = torch.sigmoid(out[:, 3:4] - 3.0)
         fused = base_up + alpha * (warped - base_up) + 0.5 * F.hardtanh(out[:, :3])
         return fused.clamp(0, 1)
+
+
+def widen_from(net: Fuser, state: dict[str, torch.Tensor]) -> None:
+    """Load a network without guide channels into ``net`` (which has them) so that it
+    computes exactly what the old one did: the new inputs' weights in the stem and in the
+    full-resolution head's pointwise conv start at zero (the head's depthwise filters for
+    them keep their random start, or no gradient would ever reach either)."""
+    own = net.state_dict()
+    for name, old in state.items():
+        new = own[name]
+        if new.shape == old.shape:
+            new.copy_(old)
+            continue
+        lead = tuple(slice(0, n) for n in old.shape)
+        if name != "full.dw.weight":
+            new.zero_()
+        new[lead] = old
+    net.load_state_dict(own)

@@ -166,6 +166,11 @@ class MotionModel(abc.ABC):
         such regions). Needs ``load_key_side_info`` for the current key frame first."""
         return self.synthesize(key_frame, key_feature, feature), None
 
+    def fusion_guide(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray | None:
+        """Decoder: (C, H, W) hints for a fusion network trained with them (where the warp
+        had to change the key frame's openings); None: the model has none."""
+        return None
+
     def eyes_and_mouth(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Encoder: the last analysed frame's eye and mouth points ((N, 2) pixels), where
         the base layer puts its detail (``gfvc.enhance.fovea``); None: the model has none."""

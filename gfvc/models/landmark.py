@@ -235,6 +235,33 @@ def region_masks(pts2d: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
+#: (upper, lower, corner, corner) of each region of ``region_masks``, in its order: the inner
+#: mouth, the left eye, the right eye (FaceMesh indices).
+_OPENINGS = ((13, 14, 78, 308), (386, 374, 362, 263), (159, 145, 33, 133))
+#: Channels of ``fusion_guide``.
+GUIDE_CHANNELS = 6
+
+
+def region_openings(pts: np.ndarray) -> np.ndarray:
+    """(3,) gap over width of the inner mouth and of each eye (``region_masks``' order)."""
+
+    def dist(a: int, b: int) -> float:
+        return float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
+
+    return np.array([dist(u, lo) / max(dist(c0, c1), 1e-6) for u, lo, c0, c1 in _OPENINGS])
+
+
+def fusion_guide(drv_pts: np.ndarray, key_pts: np.ndarray, size: int) -> np.ndarray:
+    """(6, H, W) float32 hints for the fusion network: the driving frame's inner-mouth and
+    eye-opening masks, and the same masks scaled by how much more (positive) or less each
+    opening is than the key frame's (x4: a change of a quarter of the width reads as 1).
+    A warp stretches or squeezes the key's texture in just those places, so there the
+    base picture is the better witness. From decoded landmarks only."""
+    masks = region_masks(drv_pts[:, :2], size)
+    delta = 4.0 * (region_openings(drv_pts) - region_openings(key_pts))
+    return np.concatenate([masks, masks * delta[:, None, None].astype(np.float32)])
+
+
 def sampling_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     """(H, W, 2) float32 grid for ``grid_sample`` (align_corners=False) from cv2 remap maps
     (pixel centres at integer coordinates)."""
@@ -499,6 +526,20 @@ class LandmarkModel(MotionModel):
         drv = self.shape.animate(key_pts, key_feature, np.asarray(feature, dtype=np.float64))
         warped, masks, _ = warp_inputs(key_frame, key_pts, drv, tris)
         return warped, masks.max(axis=0) > 0.05
+
+    def fusion_guide(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
+        """``fusion_guide`` of the frame ``feature`` animates from the current key frame."""
+        if self._dec_key is None:
+            raise BitstreamError("landmark model: fusion guide before key-frame landmarks")
+        drv = self.driving_points(key_feature, np.asarray(feature, dtype=np.float64))
+        return fusion_guide(drv, self._dec_key[0], self.size)
+
+    @property
+    def key_landmarks(self) -> np.ndarray:
+        """Decoder: the current key frame's landmarks ((P, 3) pixels)."""
+        if self._dec_key is None:
+            raise BitstreamError("landmark model: no key-frame landmarks received yet")
+        return self._dec_key[0]
 
     # -- decoder side
     def driving_points(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ import torch
 from gfvc.enhance import to_image
 from gfvc.enhance.align import ALIGN_NAME, WarpAligner
 from gfvc.enhance.fovea import Fovea, defoveate, fovea_for
-from gfvc.enhance.fusion import Fuser
+from gfvc.enhance.fusion import Fuser, widen_from
+from gfvc.models.landmark import GUIDE_CHANNELS
 from gfvc.train.trainer import append_log, optimizer_step, warmup_cosine
 
 #: The key-frame QPs (SVT-AV1) the packaged network's training warps were rendered from.
@@ -66,6 +67,18 @@ class FusionTrainConfig:
     #: extra L1 weight inside the eye boxes (FaceMesh on the target frames; 0: none): the
     #: network settles on the base's blur there, which costs eye error and identity
     eye_weight: float = 0.0
+    #: give the network the motion model's hints (``gfvc.models.landmark.fusion_guide``:
+    #: where the warp changed the key's eye and mouth openings); with ``init``, the given
+    #: weights are widened so that training starts from exactly what they computed
+    guide: bool = False
+
+
+class Batch(NamedTuple):
+    base: torch.Tensor  # (N, 3, S, S) upscaled base pictures
+    warped: torch.Tensor  # (N, 3, S, S) mesh warps of the key frame
+    target: torch.Tensor  # (N, 3, S, S) camera frames
+    eyes: torch.Tensor | None = None  # (N, 1, S, S) eye boxes
+    guide: torch.Tensor | None = None  # (N, GUIDE_CHANNELS, S, S) fusion hints
 
 
 def _to_t(a: np.ndarray) -> torch.Tensor:
@@ -126,11 +139,21 @@ class FusionData:
         fovea = None if data is None else Fovea.from_bytes(data.tobytes())
         return defoveate(pic, fovea, c["gt"].shape[1])
 
+    def guide(self, i: int, t: int) -> np.ndarray:
+        """Frame ``t`` of clip ``i``: the hints the decoder gives a guided network."""
+        from gfvc.models.landmark import fusion_guide
+
+        c = self.clips[i]
+        if "drv_pts" not in c:
+            raise FileNotFoundError("this fusion data has no landmarks: rebuild it")
+        return fusion_guide(c["drv_pts"][t], c["key_pts"][t], c["gt"].shape[1])
+
     def batch(
-        self, n: int, crop: int | None = None, eyes: bool = False
-    ) -> tuple[torch.Tensor, ...]:
-        """(base_up, warped, target), and with ``eyes`` the (N, 1, S, S) eye masks."""
-        base, warp, gt, mask = [], [], [], []
+        self, n: int, crop: int | None = None, eyes: bool = False, guide: bool = False
+    ) -> Batch:
+        """(base_up, warped, target), with ``eyes`` the (N, 1, S, S) eye masks and with
+        ``guide`` the fusion hints."""
+        base, warp, gt, mask, hints = [], [], [], [], []
         for _ in range(n):
             i = self.rng.randrange(len(self.clips))
             c = self.clips[i]
@@ -146,6 +169,9 @@ class FusionData:
             if eyes:
                 mask.append(torch.from_numpy(self.eye_mask(i, t))[None, None])
                 lists.append(mask)
+            if guide:
+                hints.append(torch.from_numpy(self.guide(i, t))[None])
+                lists.append(hints)
             if crop:
                 size = gt[-1].shape[-1]
                 y, x = (
@@ -154,7 +180,12 @@ class FusionData:
                 )
                 for lst in lists:
                     lst[-1] = lst[-1][..., y : y + crop, x : x + crop]
-        return tuple(torch.cat(lst) for lst in lists)
+        cat = [torch.cat(lst) for lst in (base, warp, gt)]
+        return Batch(
+            *cat,
+            eyes=torch.cat(mask) if eyes else None,
+            guide=torch.cat(hints) if guide else None,
+        )
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,9 +225,9 @@ def validate(net: Fuser, data: FusionData, n: int = 24) -> dict[str, float]:
     data.rng.seed(4321)
     fused, base = [], []
     for _ in range(n):
-        b, w, t = data.batch(1)
-        fused.append(float(ms_ssim(net(b, w), t, data_range=1.0)))
-        base.append(float(ms_ssim(b, t, data_range=1.0)))
+        x = data.batch(1, guide=net.guide > 0)
+        fused.append(float(ms_ssim(net(x.base, x.warped, x.guide), x.target, data_range=1.0)))
+        base.append(float(ms_ssim(x.base, x.target, data_range=1.0)))
     data.rng.setstate(rng_state)
     net.train()
     return {"val_ms_ssim": float(np.mean(fused)), "val_base_ms_ssim": float(np.mean(base))}
@@ -212,10 +243,13 @@ def train_fusion(
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     data = FusionData(Path(cfg.data_dir).expanduser(), cfg.seed, cfg.base_sizes, cfg.align)
     val = FusionData(val_dir, sizes=cfg.base_sizes, align=cfg.align) if val_dir else None
-    net = Fuser(width=cfg.width)
+    net = Fuser(width=cfg.width, guide=GUIDE_CHANNELS if cfg.guide else 0)
     if cfg.init:
         ck = torch.load(Path(cfg.init).expanduser(), map_location="cpu", weights_only=True)
-        net.load_state_dict(ck["net"])
+        if cfg.guide and not ck.get("guide"):
+            widen_from(net, ck["net"])
+        else:
+            net.load_state_dict(ck["net"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     step = 0
     if (run / "last.pt").exists():
@@ -230,12 +264,10 @@ def train_fusion(
     sched = warmup_cosine(opt, cfg.steps, warmup=100, step=step)
     t0 = t_last = time.time()
     while step < cfg.steps:
-        if cfg.eye_weight:
-            b, w, t, eyes = data.batch(cfg.batch, cfg.crop, eyes=True)
-            weight = 1.0 + cfg.eye_weight * eyes
-        else:
-            (b, w, t), weight = data.batch(cfg.batch, cfg.crop), None
-        loss, parts = loss_fn(net(b, w), t, cfg.ssim_weight, cfg.grad_weight, weight)
+        x = data.batch(cfg.batch, cfg.crop, eyes=cfg.eye_weight > 0, guide=cfg.guide)
+        weight = None if x.eyes is None else 1.0 + cfg.eye_weight * x.eyes
+        y = net(x.base, x.warped, x.guide)
+        loss, parts = loss_fn(y, x.target, cfg.ssim_weight, cfg.grad_weight, weight)
         optimizer_step(net, opt, sched, loss)
         step += 1
         if step % 20 == 0:
@@ -258,6 +290,8 @@ def train_fusion(
     ck = {"format": "gfvc-fusion-1", "width": cfg.width, "step": step, "net": net.state_dict()}
     if cfg.align:
         ck["align"] = ALIGN_NAME
+    if cfg.guide:
+        ck["guide"] = GUIDE_CHANNELS
     _save(out, ck)
     return out
 
@@ -266,6 +300,31 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _decode_with_landmarks(
+    data: bytes, model: Any, decode_frames: Callable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stream's frames as the decoder renders them (mesh warps), with each frame's
+    driving landmarks and its key frame's ((T, P, 2) each; a key frame: its own, twice)."""
+    seen: list[np.ndarray] = []
+    synthesize = model.synthesize
+
+    def hooked(key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray) -> Any:
+        seen.append(model.driving_points(key_feature, np.asarray(feature, dtype=np.float64)))
+        return synthesize(key_frame, key_feature, feature)
+
+    model.synthesize = hooked
+    frames, drv, key = [], [], []
+    try:
+        for frame in decode_frames(data, model=model):
+            k = model.key_landmarks
+            drv.append((seen.pop() if seen else k)[:, :2])
+            key.append(k[:, :2])
+            frames.append(frame)
+    finally:
+        del model.synthesize
+    return np.stack(frames), np.stack(drv).astype(np.float32), np.stack(key).astype(np.float32)
 
 
 def build_fusion_data(
@@ -299,10 +358,8 @@ def build_fusion_data(
         model = build_model("landmark")
         data = encode_frames(list(gt), EncodeSettings(qp=qp), Fraction(25), model=model)
         model.refiner = None  # the fusion network takes the mesh warp
-        arrays: dict[str, np.ndarray] = {
-            "gt": gt,
-            "warp": np.stack(list(decode_frames(data, model=model))),
-        }
+        warps, drv, key = _decode_with_landmarks(data, model, decode_frames)
+        arrays: dict[str, np.ndarray] = {"gt": gt, "warp": warps, "drv_pts": drv, "key_pts": key}
         model.reset()
         model.analyse(gt[0])
         for size, qps in TRAIN_BASES.items():
