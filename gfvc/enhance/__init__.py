@@ -176,7 +176,9 @@ class EnhancementDecoder:
         """The network takes the motion model's ``fusion_guide`` beside the warp."""
         return self.fuser.guide > 0
 
-    def frame(self, chunk: bytes, warped: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+    def frame(
+        self, chunk: bytes, warped: np.ndarray, guide: np.ndarray | None = None
+    ) -> np.ndarray:
         """The fused frame of base picture ``chunk`` and the animated key frame ``warped``
         (with the motion model's hints ``guide`` for a ``guided`` network)."""
         base = self.base.decode(chunk)
