@@ -392,7 +392,7 @@ def test_guided_fusion_weights_train_ship_and_decode(monkeypatch, held_out, tmp_
     model = build_model("landmark")
     data = encode_frames(frames, EncodeSettings(qp=40), Fraction(25), model=model)
     model.refiner = None
-    warps, drv, key = _decode_with_landmarks(data, model, decode_frames)
+    warps, drv, key = _decode_with_landmarks(data, model)
     assert warps.shape == (8, 256, 256, 3) and drv.shape == key.shape == (8, drv.shape[1], 2)
     np.testing.assert_array_equal(drv[0], key[0])  # the key frame itself
     assert np.abs(drv[1:] - key[1:]).max() > 0.5 and "synthesize" not in vars(model)

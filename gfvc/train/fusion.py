@@ -302,11 +302,11 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _decode_with_landmarks(
-    data: bytes, model: Any, decode_frames: Callable
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _decode_with_landmarks(data: bytes, model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The stream's frames as the decoder renders them (mesh warps), with each frame's
     driving landmarks and its key frame's ((T, P, 2) each; a key frame: its own, twice)."""
+    from gfvc.codec import decode_frames
+
     seen: list[np.ndarray] = []
     synthesize = model.synthesize
 
@@ -341,7 +341,7 @@ def build_fusion_data(
     ``key_qps``), and the clip coded by x265 low delay at every size and QP of
     ``TRAIN_BASES`` (decoded pictures, ``bN_QP``, and bits per frame, ``bitsN_QP``), sampled
     through the map the encoder picks for the first frame (``foveaN``, its 5 bytes)."""
-    from gfvc.codec import EncodeSettings, build_model, decode_frames, encode_frames
+    from gfvc.codec import EncodeSettings, build_model, encode_frames
     from gfvc.enhance.base_layer import BaseLayerDecoder, BaseLayerEncoder
     from gfvc.train.data import load_clip
 
@@ -358,7 +358,7 @@ def build_fusion_data(
         model = build_model("landmark")
         data = encode_frames(list(gt), EncodeSettings(qp=qp), Fraction(25), model=model)
         model.refiner = None  # the fusion network takes the mesh warp
-        warps, drv, key = _decode_with_landmarks(data, model, decode_frames)
+        warps, drv, key = _decode_with_landmarks(data, model)
         arrays: dict[str, np.ndarray] = {"gt": gt, "warp": warps, "drv_pts": drv, "key_pts": key}
         model.reset()
         model.analyse(gt[0])
