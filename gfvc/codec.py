@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -702,13 +703,13 @@ class Decoder(_Closable):
             self.enhancement.base.decode(chunk)  # type: ignore[union-attr]
             return frame
         # the base picture decodes last: it is the one step that changes state
-        warped = self._render(self.model.preview, key_frame, key_feature, feature)
-        guide = None
-        if self.enhancement.guided:  # type: ignore[union-attr]
-            guide = self.model.fusion_guide(key_feature, feature)
-            if guide is None:
-                raise BitstreamError(f"the {self.model.name} model has no fusion guide")
-        return self.enhancement.frame(chunk, warped[0], guide)  # type: ignore[union-attr]
+        guided = self.enhancement.guided  # type: ignore[union-attr]
+        warped, guide = self._render(
+            partial(self.model.fusion_inputs, guide=guided), key_frame, key_feature, feature
+        )
+        if guided and guide is None:
+            raise BitstreamError(f"the {self.model.name} model has no fusion guide")
+        return self.enhancement.frame(chunk, warped, guide)  # type: ignore[union-attr]
 
     def _decode_recall(self, key: KeyUnit) -> np.ndarray:
         """A recall unit: animate a bank reference again, from the feature it carries."""

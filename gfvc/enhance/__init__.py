@@ -173,7 +173,8 @@ class EnhancementDecoder:
 
     @property
     def guided(self) -> bool:
-        """The network takes the motion model's ``fusion_guide`` beside the warp."""
+        """The network takes the motion model's hints (``MotionModel.fusion_inputs``) beside
+        the warp."""
         return self.fuser.guide > 0
 
     def frame(

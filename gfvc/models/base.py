@@ -166,10 +166,13 @@ class MotionModel(abc.ABC):
         such regions). Needs ``load_key_side_info`` for the current key frame first."""
         return self.synthesize(key_frame, key_feature, feature), None
 
-    def fusion_guide(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray | None:
-        """Decoder: (C, H, W) hints for a fusion network trained with them (where the warp
-        had to change the key frame's openings); None: the model has none."""
-        return None
+    def fusion_inputs(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray, guide: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decoder, enhancement layer: what the fusion network animates from (``preview``'s
+        picture) and, with ``guide``, (C, H, W) hints for a network trained with them
+        (where the warp had to change the key frame's openings; None: the model has none)."""
+        return self.preview(key_frame, key_feature, feature)[0], None
 
     def eyes_and_mouth(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Encoder: the last analysed frame's eye and mouth points ((N, 2) pixels), where

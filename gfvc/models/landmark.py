@@ -235,29 +235,38 @@ def region_masks(pts2d: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
-#: (upper, lower, corner, corner) of each region of ``region_masks``, in its order: the inner
-#: mouth, the left eye, the right eye (FaceMesh indices).
-_OPENINGS = ((13, 14, 78, 308), (386, 374, 362, 263), (159, 145, 33, 133))
+#: (upper, lower, corner, corner) of the inner mouth (FaceMesh indices).
+_MOUTH_GAP = (13, 14, 78, 308)
 #: Channels of ``fusion_guide``.
 GUIDE_CHANNELS = 6
 
 
-def region_openings(pts: np.ndarray) -> np.ndarray:
-    """(3,) gap over width of the inner mouth and of each eye (``region_masks``' order)."""
+def _gap_over_width(pts: np.ndarray, up: int, lo: int, c0: int, c1: int) -> float:
+    """Distance ``up``-``lo`` over distance ``c0``-``c1`` (FaceMesh indices)."""
 
     def dist(a: int, b: int) -> float:
         return float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
 
-    return np.array([dist(u, lo) / max(dist(c0, c1), 1e-6) for u, lo, c0, c1 in _OPENINGS])
+    return dist(up, lo) / max(dist(c0, c1), 1e-6)
 
 
-def fusion_guide(drv_pts: np.ndarray, key_pts: np.ndarray, size: int) -> np.ndarray:
+def region_openings(pts: np.ndarray) -> np.ndarray:
+    """(3,) gap over width of the inner mouth and of each eye (``region_masks``' order:
+    mouth, left eye, right eye)."""
+    return np.array([_gap_over_width(pts, *_MOUTH_GAP), *eye_openings(pts)[::-1]])
+
+
+def fusion_guide(
+    drv_pts: np.ndarray, key_pts: np.ndarray, size: int, masks: np.ndarray | None = None
+) -> np.ndarray:
     """(6, H, W) float32 hints for the fusion network: the driving frame's inner-mouth and
-    eye-opening masks, and the same masks scaled by how much more (positive) or less each
-    opening is than the key frame's (x4: a change of a quarter of the width reads as 1).
-    A warp stretches or squeezes the key's texture in just those places, so there the
-    base picture is the better witness. From decoded landmarks only."""
-    masks = region_masks(drv_pts[:, :2], size)
+    eye-opening masks (``masks``, when the warp has them already), and the same masks scaled
+    by how much more (positive) or less each opening is than the key frame's (x4: a change
+    of a quarter of the width reads as 1). A warp stretches or squeezes the key's texture in
+    just those places, so there the base picture is the better witness. From decoded
+    landmarks only."""
+    if masks is None:
+        masks = region_masks(drv_pts[:, :2], size)
     delta = 4.0 * (region_openings(drv_pts) - region_openings(key_pts))
     return np.concatenate([masks, masks * delta[:, None, None].astype(np.float32)])
 
@@ -350,12 +359,9 @@ EYES_BEYOND = 0.12
 
 
 def eye_openings(pts: np.ndarray) -> np.ndarray:
-    """(2,) lid gap over eye width (corner to corner) of each eye, from (P, 2+) landmarks."""
-
-    def dist(a: int, b: int) -> float:
-        return float(np.linalg.norm(pts[_POS[a], :2] - pts[_POS[b], :2]))
-
-    return np.array([dist(up, lo) / max(dist(ring[0], ring[8]), 1e-6) for ring, up, lo in _EYES])
+    """(2,) lid gap over eye width (corner to corner) of the right and the left eye, from
+    (P, 2+) landmarks."""
+    return np.array([_gap_over_width(pts, up, lo, ring[0], ring[8]) for ring, up, lo in _EYES])
 
 
 def network_input(
@@ -516,23 +522,33 @@ class LandmarkModel(MotionModel):
     def tracking(self) -> bool:
         return self._tracker.found
 
-    def preview(
+    def _mesh_warp(
         self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The mesh warp the refiner starts from, and the driving eye/mouth openings."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mesh warp of the key frame onto ``feature``'s landmarks, their region masks
+        and the landmarks themselves."""
         if self._dec_key is None:
             raise BitstreamError("landmark model: preview before key-frame landmarks")
         key_pts, tris = self._dec_key
         drv = self.shape.animate(key_pts, key_feature, np.asarray(feature, dtype=np.float64))
         warped, masks, _ = warp_inputs(key_frame, key_pts, drv, tris)
+        return warped, masks, drv
+
+    def preview(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mesh warp the refiner starts from, and the driving eye/mouth openings."""
+        warped, masks, _ = self._mesh_warp(key_frame, key_feature, feature)
         return warped, masks.max(axis=0) > 0.05
 
-    def fusion_guide(self, key_feature: np.ndarray, feature: np.ndarray) -> np.ndarray:
-        """``fusion_guide`` of the frame ``feature`` animates from the current key frame."""
-        if self._dec_key is None:
-            raise BitstreamError("landmark model: fusion guide before key-frame landmarks")
-        drv = self.driving_points(key_feature, np.asarray(feature, dtype=np.float64))
-        return fusion_guide(drv, self._dec_key[0], self.size)
+    def fusion_inputs(
+        self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray, guide: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mesh warp and, with ``guide``, its ``fusion_guide`` (one warp for both)."""
+        warped, masks, drv = self._mesh_warp(key_frame, key_feature, feature)
+        if not guide:
+            return warped, None
+        return warped, fusion_guide(drv, self._dec_key[0], self.size, masks)  # type: ignore[index]
 
     @property
     def key_landmarks(self) -> np.ndarray:
