@@ -32,7 +32,9 @@ from pytorch_msssim import ms_ssim
 from gfvc.codec import (
     EncodeSettings,
     FramePreparer,
+    build_model,
     decode_frames,
+    first_pass,
     make_encoder,
     stream_chunks,
     stream_report,
@@ -101,16 +103,20 @@ def main() -> None:
     ap.add_argument("--rates", default="4,8,16", help="our target rates (kbps)")
     ap.add_argument("--qps", default="51,46,41", help="the x265 anchor's QPs")
     ap.add_argument("--strip", type=Path, help="write side-by-side frames here (PNG)")
+    ap.add_argument("--one-pass", action="store_true", help="code as a live encoder would")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = args.out or Path(tmp) / "hard_case.mp4"
         cuts = build(src)
         print(f"{src}: new shots at frames {cuts} (the third shot pans)")
         for kbps in (float(r) for r in args.rates.split(",")):
-            s = EncodeSettings(kbps=kbps)
+            s = EncodeSettings(kbps=kbps, two_pass=not args.one_pass)
             prep = FramePreparer(src, s)
             crops = list(prep)
-            enc = make_encoder(s, prep.fps, frames=len(crops))
+            model = build_model(s.model)
+            n, cut_keys = len(crops), prep.refresh_at
+            plan = first_pass(s, prep.fps, model, crops, n, cut_keys, prime=prep.prime)
+            enc = make_encoder(s, prep.fps, model, n, plan)
             prep.prime(enc)
             data = b"".join(stream_chunks(enc, crops, None, prep.refresh_at))
             prep.close()

@@ -219,6 +219,13 @@ def encode(
         bool,
         typer.Option("--no-base", help="With --kbps: the generative layer only, at every rate."),
     ] = False,
+    one_pass: Annotated[
+        bool,
+        typer.Option(
+            "--one-pass",
+            help="With --kbps: code the file once, as a live encoder would (by default a first pass measures the base layer's spend and where key frames fall, so each key frame is sized for what follows it).",
+        ),
+    ] = False,
     device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
@@ -250,6 +257,7 @@ def encode(
             base_size=base_size,
             base_qp=base_qp,
             base_layer=not no_base,
+            two_pass=not one_pass,
         )
         with _progress(frames, quiet, "encode") as tick:
             rep = encode_file(input, output, settings, progress=tick)

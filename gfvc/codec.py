@@ -59,7 +59,7 @@ from gfvc.bitstream.format import (
     stored_qstep,
 )
 from gfvc.control.bank import Reference, ReferenceBank
-from gfvc.control.rate import KBPS_RANGE, RateController
+from gfvc.control.rate import KBPS_RANGE, FirstPass, RateController
 from gfvc.control.watch import REASON, Watch, WatchSettings
 from gfvc.enhance import (
     ENHANCE_FLOOR_KBPS,
@@ -155,6 +155,7 @@ class Encoder(_Closable):
         watch: bool | WatchSettings = True,
         expected_frames: int | None = None,
         base_layer: BaseLayerSettings | bool | None = None,
+        first_pass: FirstPass | None = None,
     ) -> None:
         check_gop(gop)
         model.begin_stream()  # nothing from a stream this model coded before carries over
@@ -172,7 +173,9 @@ class Encoder(_Closable):
         self.rate = (
             None
             if kbps is None
-            else _rate_controller(kbps, fps, keyframe, burst_s, expected_frames, model.dim)
+            else _rate_controller(
+                kbps, fps, keyframe, burst_s, expected_frames, model.dim, first_pass
+            )
         )
         if self.rate is not None and self.plan.base_kbps:
             self.rate.base_bits = _base_bits_guess(self.plan.base_kbps, fps)
@@ -321,6 +324,10 @@ class Encoder(_Closable):
         if self.trace is not None:
             self.trace.append(self._predictor.acc.copy())
         return unit
+
+    def first_pass(self) -> FirstPass:
+        """What this encoder's stream says to a second pass over the same input."""
+        return FirstPass(tuple((k[0], k[1]) for k in self.keys), self.frame_index)
 
     def _base_picture(self, frame: np.ndarray, key: bool = False) -> bytes | None:
         """This frame's base-layer picture (None for a stream without the layer). A key
@@ -533,6 +540,7 @@ def _rate_controller(
     burst_s: float | None,
     frames: int | None,
     dim: int,
+    first_pass: FirstPass | None = None,
 ) -> RateController:
     check_kbps(kbps)
     if burst_s is not None and not 0.05 <= burst_s <= 600:
@@ -549,6 +557,7 @@ def _rate_controller(
         # about 1.1 bits per value and frame on real talking heads (landmark: 28 values, 31-40
         # bits), plus ~3 bits of segment framing
         feature_bits_guess=1.1 * dim + 3,
+        first_pass=first_pass,
     )
 
 
@@ -906,6 +915,7 @@ class EncodeSettings:
     base_size: int | None = None  # enhancement layer at a fixed QP: base picture side
     base_qp: int | None = None  # ... and its x265 QP
     base_layer: bool = True  # False: --kbps keeps to the generative layer at every rate
+    two_pass: bool = True  # --kbps on a file of known length: a first pass sizes key frames
 
     def __post_init__(self) -> None:
         if self.qstep is not None:
@@ -1076,8 +1086,10 @@ def make_encoder(
     fps: Fraction,
     model: MotionModel | None = None,
     frames: int | None = None,
+    first_pass: FirstPass | None = None,
 ) -> Encoder:
-    """The encoder ``s`` describes; ``frames`` (when known) lets rate control plan the end."""
+    """The encoder ``s`` describes; ``frames`` (when known) lets rate control plan the end,
+    and ``first_pass`` (``first_pass``) size each key frame for what follows it."""
     model = model or build_model(
         s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
     )
@@ -1093,7 +1105,42 @@ def make_encoder(
         watch=s.watch,
         expected_frames=frames,
         base_layer=settings_base_layer(s),
+        first_pass=first_pass,
     )
+
+
+def first_pass(
+    s: EncodeSettings,
+    fps: Fraction,
+    model: MotionModel,
+    frames: Iterable[np.ndarray],
+    count: int | None,
+    refresh_at: Container[int] = (),
+    progress: Callable[[float], None] | None = None,
+    prime: Callable[[Encoder], None] | None = None,
+) -> FirstPass | None:
+    """Code ``frames`` once and discard the bits, for what rate control learns from it
+    (``gfvc.control.rate.FirstPass``); None where a second pass gains nothing
+    (``two_passes``)."""
+    if not two_passes(s, count):
+        return None
+    enc = make_encoder(s, fps, model, count)
+    if prime is not None:
+        prime(enc)
+    for _ in stream_chunks(enc, frames, progress, refresh_at):
+        pass
+    return enc.first_pass()
+
+
+def two_passes(s: EncodeSettings, count: int | None) -> bool:
+    """A target rate, ``two_pass`` on, and an input of known length (a live stream or a
+    pipe has one pass)."""
+    return s.kbps is not None and s.two_pass and count is not None
+
+
+def _halves(progress: Callable[[float], None] | None) -> Callable[[float], None] | None:
+    """A progress callback that counts each frame of a two-pass encode as half a frame."""
+    return None if progress is None else (lambda n: progress(n / 2))
 
 
 def settings_base_layer(s: EncodeSettings) -> BaseLayerSettings | bool | None:
@@ -1117,9 +1164,15 @@ def encode_frames(
     *,
     model: MotionModel | None = None,
 ) -> bytes:
-    """Code prepared (cropped, model-sized) frames into the bytes of a .gfv file, in memory."""
+    """Code prepared (cropped, model-sized) frames into the bytes of a .gfv file, in memory
+    (in two passes with a target rate, when ``frames`` is a list)."""
+    s = settings or EncodeSettings()
     n = len(frames) if isinstance(frames, list) else None
-    enc = make_encoder(settings or EncodeSettings(), fps, model, n)
+    model = model or build_model(
+        s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
+    )
+    plan = first_pass(s, fps, model, frames, n)
+    enc = make_encoder(s, fps, model, n, plan)
     return b"".join(stream_chunks(enc, frames))
 
 
@@ -1147,10 +1200,13 @@ def encode_file(
     )
     prep = FramePreparer(src, s)
     try:
-        enc = make_encoder(s, prep.fps, model, prep.frames)
+        n = prep.frames
+        tick = _halves(progress) if two_passes(s, n) else progress
+        plan = first_pass(s, prep.fps, model, prep, n, prep.refresh_at, tick, prep.prime)
+        enc = make_encoder(s, prep.fps, model, n, plan)
         prep.prime(enc)
         with AtomicFile(dst) as out:
-            for chunk in stream_chunks(enc, prep, progress, prep.refresh_at):
+            for chunk in stream_chunks(enc, prep, tick, prep.refresh_at):
                 out.write(chunk)
     finally:
         prep.close()

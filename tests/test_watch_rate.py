@@ -10,8 +10,14 @@ import pytest
 from conftest import clip_frames
 
 from gfvc.bitstream import KEY, open_packet
-from gfvc.codec import Decoder, Encoder, EncodeSettings, encode_frames, stream_report
-from gfvc.control.rate import RateController
+from gfvc.codec import (
+    Decoder,
+    Encoder,
+    EncodeSettings,
+    encode_frames,
+    stream_report,
+)
+from gfvc.control.rate import FirstPass, RateController
 from gfvc.control.watch import Watch, WatchSettings
 from gfvc.keyframe import keyframe_codec
 
@@ -262,3 +268,44 @@ def test_a_reused_model_codes_a_stream_as_a_fresh_one(model, two_people):
     fresh = code(type(model).create(), a)
     code(model, b[:20])
     assert code(model, a) == fresh
+
+
+def test_first_pass_shares_the_key_budget_between_the_keys_to_come():
+    """A second pass gives each key frame an equal part of what the budget leaves for the
+    key frames still to come (a "budget" refresh spent a surplus and is decided again), and
+    sends the periodic refreshes where the first pass did."""
+    plan = FirstPass(keys=((0, "start"), (50, "budget"), (80, "periodic")), frames=100)
+    assert plan.keys_after(0) == 1 and plan.keys_after(80) == 0
+    two = RateController(16, 25, (0, 63), expected_frames=100, base_bits_guess=520, first_pass=plan)
+    one = RateController(16, 25, (0, 63), expected_frames=100, base_bits_guess=520)
+    per_frame = two.feature_bits + 520
+    assert two.key_target() == pytest.approx((16000 * 4 - two.spent - per_frame * 98) / 2)
+    assert one.key_target() == pytest.approx(16000 * 4 - one.spent - per_frame * 99)
+    two.frames = two._since_key = 80
+    assert two.due() == "periodic"
+    two.frames = two._since_key = 79
+    assert two.due() is None  # the one-pass period (10 s) plays no part
+
+
+def test_two_passes_give_every_shot_a_usable_key_frame(model):
+    """Three shots of 3 s at 8 kbps: one pass sizes the first key frame for ten seconds and
+    the last cut's key frame finds the budget spent; two passes share it out."""
+    frames = clip_frames("lp_d3.mp4", 75) + clip_frames("vr_1.mp4", 75)
+    frames += clip_frames("dpe_d.mp4", 75)
+    qps, kbps = {}, {}
+    for two in (False, True):
+        model.reset()
+        enc = Encoder(model, keyframe_codec("svtav1"), kbps=8, expected_frames=225)
+        if two:
+            for f in frames:
+                enc.encode_unit(f)
+            model.reset()
+            plan = enc.first_pass()
+            enc = Encoder(
+                model, keyframe_codec("svtav1"), kbps=8, expected_frames=225, first_pass=plan
+            )
+        bits = sum(8 * len(enc.encode_unit(f)) for f in frames)
+        qps[two], kbps[two] = [k[2] for k in enc.keys], bits / 9 / 1000
+        assert [k[0] for k in enc.keys] == [0, 75, 150]
+    assert max(qps[True]) - min(qps[True]) <= 10 and max(qps[True]) < max(qps[False]), qps
+    assert abs(kbps[True] / 8 - 1) <= 0.03, kbps

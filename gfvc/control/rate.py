@@ -10,6 +10,10 @@ seconds: low rates get one careful key frame, high rates frequent refreshes.
 
 A live encoder sets ``burst_s``: no key frame may take longer than that to send at rate R,
 so a call never stalls behind one.
+
+A file encoder knows its whole input and may code it twice (``FirstPass``): the first pass
+says where the key frames fell, and the second sizes each key frame for the frames it really
+serves.
 """
 
 from __future__ import annotations
@@ -19,6 +23,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 KBPS_RANGE = (0.1, 100_000.0)
+#: Bump when the streams a target rate gives change (``gfvc ctc`` reruns those jobs).
+RATE_CONTROL_REVISION = 2
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What a first pass over a file of ``frames`` frames found: its key frames (frame,
+    reason; the first at frame 0).
+
+    One pass plans each key frame for a ten-second period (or the end of the file), so the
+    key frame of a cut three seconds later finds the budget spent: three shots of 3 s at
+    8 kbps got key pictures at QP 12, 24 and 63. The second pass knows how many key frames
+    are still to come and gives each an equal part of what the budget leaves for them (QP
+    28, 25, 31), and sends the periodic refreshes where the first pass did. "Budget"
+    refreshes (a surplus the base layer left) are decided again as they come.
+    """
+
+    keys: tuple[tuple[int, str], ...]
+    frames: int
+
+    def keys_after(self, frame: int) -> int:
+        """How many key frames after ``frame`` a second pass sends again."""
+        return sum(1 for k, why in self.keys if k > frame and why != "budget")
+
+    def next_key_after(self, frame: int) -> int:
+        """The first key frame after ``frame`` that a second pass sends again (the end of
+        the input when none)."""
+        return next((k for k, why in self.keys if k > frame and why != "budget"), self.frames)
+
+    def periodic_at(self, frame: int) -> bool:
+        """The first pass's rate control refreshed the reference at ``frame``."""
+        return (frame, "periodic") in self.keys
 
 
 @dataclass
@@ -49,6 +85,7 @@ class RateController:
         fixed_bits: int = 0,
         framing_bits: float = 3.0,
         base_bits_guess: float = 0.0,
+        first_pass: FirstPass | None = None,
     ) -> None:
         if not KBPS_RANGE[0] <= kbps <= KBPS_RANGE[1]:
             raise ValueError(f"target rate {kbps} kbps outside {KBPS_RANGE}")
@@ -67,6 +104,7 @@ class RateController:
         # so the key frames absorb its error
         self.base_bits = base_bits_guess
         self.period_frames = int(round(max_period_s * fps))
+        self.first_pass = first_pass
         self._since_key = 0
         self._last_qp: int | None = None
         self._last_key_bits: float | None = None
@@ -88,10 +126,15 @@ class RateController:
         return h
 
     def key_target(self) -> float:
-        """Bits the next key frame may use."""
-        h = self._horizon()
-        target = self.budget_until(h) - (self.feature_bits + self.base_bits) * (h - 1)
-        return max(min(target, self.burst_cap), 0.0)
+        """Bits the next key frame may use: what the budget leaves for key frames until the
+        planned period ends, or with a first pass, an equal part of what it leaves until the
+        end for this one and those still to come."""
+        keys, h = 1, self._horizon()
+        if self.first_pass is not None:
+            h = max(1, self.first_pass.frames - self.frames)
+            keys += self.first_pass.keys_after(self.frames)
+        target = self.budget_until(h) - (self.feature_bits + self.base_bits) * (h - keys)
+        return max(min(target / keys, self.burst_cap), 0.0)
 
     @property
     def burst_cap(self) -> float:
@@ -104,8 +147,14 @@ class RateController:
         it comes anyway), "budget"
         (the stream runs well under its line, as when the base layer spends less than its
         share, and what the plan leaves for a key frame buys a picture at least as good as
-        the last one: a fresh reference spends the surplus on quality), or None."""
-        if self._since_key >= self.period_frames and (
+        the last one: a fresh reference spends the surplus on quality), or None. A second
+        pass sends its periodic refreshes where the first did, and no budget refresh less
+        than ``min_gap_s`` before a key frame the first pass sent (on the hard case such
+        refreshes came two frames before a cut)."""
+        if self.first_pass is not None:
+            if self.first_pass.periodic_at(self.frames):
+                return "periodic"
+        elif self._since_key >= self.period_frames and (
             self._since_key >= self.max_period * self.fps
             or self._last_key_bits is None
             or self.key_target() >= PERIODIC_SHARE * self._last_key_bits
@@ -116,6 +165,10 @@ class RateController:
         left = None if self.expected_frames is None else self.expected_frames - self.frames
         if left is not None and left < self.fps:  # too late to pay off
             return None
+        if self.first_pass is not None:
+            ahead = self.first_pass.next_key_after(self.frames)
+            if ahead < self.first_pass.frames and ahead - self.frames < self.min_gap_s * self.fps:
+                return None  # a cut (or a planned refresh) comes soon: the surplus is its
         if self.budget_until(0) < self.surplus_share * self.rate * self.max_period:
             return None
         # with the base layer's new IDR picture (about sixteen of its P pictures): a worse
@@ -220,9 +273,12 @@ class RateController:
         self._since_key += 1
         self.feature_bits += 0.05 * (bits - self.feature_bits)
         # features follow the budget: compare the spend with the line until the next key
-        left = self.period_frames - self._since_key
+        left, keys_ahead = self.period_frames - self._since_key, 0.0
+        if self.first_pass is not None:  # until the end, less the key frames still to come
+            left = self.first_pass.frames - self.frames
+            keys_ahead = self.first_pass.keys_after(self.frames - 1) * (self._last_key_bits or 0)
         if left > 0:
-            allowed = self.budget_until(left) / left - self.base_bits
+            allowed = (self.budget_until(left) - keys_ahead) / left - self.base_bits
             if self.feature_bits > 1.05 * allowed:
                 self.deadzone = min(1.9, self.deadzone + 0.05)
             elif self.feature_bits < 0.9 * allowed:

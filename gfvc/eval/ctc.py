@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gfvc import DEFAULT_MODEL
+from gfvc.control.rate import RATE_CONTROL_REVISION
 from gfvc.errors import GfvcError, InputError
 
 GFVC = "gfvc"
@@ -59,7 +60,7 @@ _TOP_KEYS = {
 }  # fmt: skip
 _GFVC_KEYS = {
     "model", "checkpoint", "config", "qstep", "keyframe_codec", "keyframe_format", "coder",
-    "gop", "device", "deadzone", "base_layer",
+    "gop", "device", "deadzone", "base_layer", "two_pass",
 }  # fmt: skip
 _ANCHOR_KEYS = {"codec", "preset"}
 #: Metrics shown in strip captions, and used to find the anchor of "similar quality".
@@ -197,6 +198,8 @@ class CtcConfig:
             "weights": _weights_identity(job.codec),
             "qp": job.qp,
         }
+        if job.by_rate:  # a target rate's streams change with the rate controller
+            d["rate_control"] = RATE_CONTROL_REVISION
         return hashlib.sha1(json.dumps(d, default=str).encode()).hexdigest()[:16]
 
     def crop_id(self) -> str:
@@ -428,6 +431,7 @@ def run_job(cfg: CtcConfig, job: Job, out: Path) -> dict[str, Any]:
             qp=None if job.by_rate else job.qp,
             kbps=job.qp if job.by_rate else None,
             base_layer=bool(o.get("base_layer", True)),
+            two_pass=bool(o.get("two_pass", True)),
             keyframe_codec=o.get("keyframe_codec"),
             keyframe_format=o.get("keyframe_format", "yuv420"),
             coder=o.get("coder", "range"),
