@@ -214,6 +214,7 @@ def test_failed_run_is_reported_and_others_finish(tmp_path, seqs):
         (lambda d: d.update(sequences=[d["sequences"][0]] * 2), "two sequences are named"),
         (lambda d: d["codecs"][0].update(kbps=[4, 8]), "'qp' or 'kbps' rate points, not both"),
         (lambda d: d["codecs"][1].update(kbps=[4], qp=None), "'qp' must be a list"),
+        (lambda d: d["codecs"][0].update(two_pass="no"), "'two_pass' must be true or false"),
     ],
 )
 def test_bad_config_is_one_line_error(tmp_path, seqs, edit, message):

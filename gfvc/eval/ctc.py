@@ -287,6 +287,9 @@ def _codec_spec(c: Any, i: int) -> CodecSpec:
             f"codec {name!r}: unknown option {bad[0]!r} for type {kind}; "
             f"known: {', '.join(sorted(allowed))}"
         )
+    for flag in ("base_layer", "two_pass"):
+        if not isinstance(options.get(flag, True), bool):
+            raise InputError(f"codec {name!r}: '{flag}' must be true or false")
     if kind == ANCHOR:
         codec = canonical_codec(str(options.get("codec", name)))
         options["codec"] = codec
