@@ -223,7 +223,7 @@ def encode(
         bool,
         typer.Option(
             "--one-pass",
-            help="With --kbps: code the file once, as a live encoder would (by default a first pass measures the base layer's spend and where key frames fall, so each key frame is sized for what follows it).",
+            help="With --kbps: code the file once, as a live encoder would (by default a first pass finds where the key frames fall, and the second shares the key-frame budget between them).",
         ),
     ] = False,
     device: Device = "cpu",

@@ -1089,7 +1089,7 @@ def make_encoder(
     first_pass: FirstPass | None = None,
 ) -> Encoder:
     """The encoder ``s`` describes; ``frames`` (when known) lets rate control plan the end,
-    and ``first_pass`` (``first_pass``) size each key frame for what follows it."""
+    and ``first_pass`` (from ``first_pass``) share the key budget between the key frames."""
     model = model or build_model(
         s.model, checkpoint=s.checkpoint, config=s.config, device=s.device, size=s.size
     )
@@ -1120,25 +1120,20 @@ def first_pass(
     prime: Callable[[Encoder], None] | None = None,
 ) -> FirstPass | None:
     """Code ``frames`` once and discard the bits, for what rate control learns from it
-    (``gfvc.control.rate.FirstPass``); None where a second pass gains nothing
-    (``two_passes``)."""
-    if not two_passes(s, count):
+    (``gfvc.control.rate.FirstPass``). None where a second pass gains nothing: no target
+    rate, ``two_pass`` off, or an input of unknown length (a live stream or a pipe).
+    ``progress`` counts each frame as half a frame (``halves``)."""
+    if s.kbps is None or not s.two_pass or count is None:
         return None
     enc = make_encoder(s, fps, model, count)
     if prime is not None:
         prime(enc)
-    for _ in stream_chunks(enc, frames, progress, refresh_at):
+    for _ in stream_chunks(enc, frames, halves(progress), refresh_at):
         pass
     return enc.first_pass()
 
 
-def two_passes(s: EncodeSettings, count: int | None) -> bool:
-    """A target rate, ``two_pass`` on, and an input of known length (a live stream or a
-    pipe has one pass)."""
-    return s.kbps is not None and s.two_pass and count is not None
-
-
-def _halves(progress: Callable[[float], None] | None) -> Callable[[float], None] | None:
+def halves(progress: Callable[[float], None] | None) -> Callable[[float], None] | None:
     """A progress callback that counts each frame of a two-pass encode as half a frame."""
     return None if progress is None else (lambda n: progress(n / 2))
 
@@ -1201,10 +1196,10 @@ def encode_file(
     prep = FramePreparer(src, s)
     try:
         n = prep.frames
-        tick = _halves(progress) if two_passes(s, n) else progress
-        plan = first_pass(s, prep.fps, model, prep, n, prep.refresh_at, tick, prep.prime)
+        plan = first_pass(s, prep.fps, model, prep, n, prep.refresh_at, progress, prep.prime)
         enc = make_encoder(s, prep.fps, model, n, plan)
         prep.prime(enc)
+        tick = progress if plan is None else halves(progress)
         with AtomicFile(dst) as out:
             for chunk in stream_chunks(enc, prep, tick, prep.refresh_at):
                 out.write(chunk)

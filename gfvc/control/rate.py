@@ -43,14 +43,19 @@ class FirstPass:
     keys: tuple[tuple[int, str], ...]
     frames: int
 
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """The key frames a second pass sends again (all but the "budget" refreshes)."""
+        return tuple(k for k, why in self.keys if why != "budget")
+
     def keys_after(self, frame: int) -> int:
         """How many key frames after ``frame`` a second pass sends again."""
-        return sum(1 for k, why in self.keys if k > frame and why != "budget")
+        return sum(1 for k in self.kept if k > frame)
 
     def next_key_after(self, frame: int) -> int:
         """The first key frame after ``frame`` that a second pass sends again (the end of
         the input when none)."""
-        return next((k for k, why in self.keys if k > frame and why != "budget"), self.frames)
+        return next((k for k in self.kept if k > frame), self.frames)
 
     def periodic_at(self, frame: int) -> bool:
         """The first pass's rate control refreshed the reference at ``frame``."""
@@ -151,14 +156,7 @@ class RateController:
         pass sends its periodic refreshes where the first did, and no budget refresh less
         than ``min_gap_s`` before a key frame the first pass sent (on the hard case such
         refreshes came two frames before a cut)."""
-        if self.first_pass is not None:
-            if self.first_pass.periodic_at(self.frames):
-                return "periodic"
-        elif self._since_key >= self.period_frames and (
-            self._since_key >= self.max_period * self.fps
-            or self._last_key_bits is None
-            or self.key_target() >= PERIODIC_SHARE * self._last_key_bits
-        ):
+        if self._periodic_due():
             return "periodic"
         if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
             return None
@@ -175,6 +173,16 @@ class RateController:
         # reference than the last would cost quality
         affordable = self.key_target() >= self._last_key_bits + 16 * self.base_bits
         return "budget" if affordable else None
+
+    def _periodic_due(self) -> bool:
+        """A periodic refresh comes now (``due``)."""
+        if self.first_pass is not None:
+            return self.first_pass.periodic_at(self.frames)
+        return self._since_key >= self.period_frames and (
+            self._since_key >= self.max_period * self.fps
+            or self._last_key_bits is None
+            or self.key_target() >= PERIODIC_SHARE * self._last_key_bits
+        )
 
     def allows_key(self) -> bool:
         """A triggered key frame fits the budget now (at the coarsest QP at least)."""
