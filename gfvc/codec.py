@@ -67,7 +67,7 @@ from gfvc.enhance import (
     BaseLayerSettings,
     EnhancementDecoder,
     LayerPlan,
-    load_fuser,
+    fusion_for,
     plan_layers,
 )
 from gfvc.enhance.fovea import GAIN_BY_BASE_SIZE, Fovea, fovea_for
@@ -209,7 +209,7 @@ class Encoder(_Closable):
             segment_units=segment_units,
         )
         if base is not None:
-            info = EnhancementInfo(base.size, load_fuser().hash, foveated=foveated)
+            info = EnhancementInfo(base.size, fusion_for(base).hash, foveated=foveated)
             self.header = with_enhancement(self.header, info)
         self.frame_index = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent

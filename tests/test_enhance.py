@@ -224,8 +224,8 @@ def test_fusion_training_runs_resumes_and_ships(tmp_path):
     logs: list[str] = []
     out = train_fusion(cfg, log=logs.append)
     assert any("resumed at step 2" in s for s in logs)
-    net, digest, align = load_fuser(str(out))
-    assert len(digest) == 8 and net.head.weight.abs().sum() > 0 and align == ""
+    net, digest, align, regions = load_fuser(str(out))
+    assert len(digest) == 8 and net.head.weight.abs().sum() > 0 and align == "" and regions == 0
     cfg.align, cfg.steps, cfg.run_dir = True, 1, str(tmp_path / "aligned")
     assert load_fuser(str(train_fusion(cfg, log=lambda s: None))).align == ALIGN_NAME
 
@@ -300,27 +300,65 @@ def test_alignment_moves_the_warp_onto_the_base(held_out):
     assert err[1] < 0.5 * err[0]
 
 
+def test_take_regions_replaces_only_the_grown_openings():
+    """Inside a driving opening (grown, feathered) the fused picture becomes the base's by
+    the given weight; far from it, it stays as fused."""
+    from gfvc.enhance.fusion import REGION_GROW, take_regions
+
+    fused, base = torch.zeros(1, 3, 64, 64), torch.ones(1, 3, 64, 64)
+    masks = torch.zeros(1, 3, 64, 64)
+    masks[0, 1, 28:36, 20:40] = 1.0  # an eye opening
+    out = take_regions(fused, base, masks, 1.0)
+    assert torch.allclose(out[..., 30:34, 24:36], base[..., 30:34, 24:36], atol=0.01)
+    assert out[..., :10, :].abs().max() == 0 and out[..., 50:, :].abs().max() == 0
+    edge = out[0, 0, 36 + REGION_GROW, 30]  # the grown ring's border: feathered
+    assert 0.1 < edge < 0.9
+    half = take_regions(fused, base, masks, 0.5)
+    assert torch.allclose(half, out * 0.5, atol=1e-6)
+    assert torch.equal(take_regions(fused, base, torch.zeros_like(masks), 1.0), fused)
+
+
+def test_streams_name_the_fusion_their_base_can_serve():
+    """A base layer asked for less than ``REGIONS_FROM_BASE_KBPS`` codes for the network
+    without the openings taken from the base (too coarse to show them); from it up, and at
+    a fixed base QP, for the current weights, which take them."""
+    import gfvc.enhance as enhance
+    from gfvc.enhance import REGIONS_FROM_BASE_KBPS, BaseLayerSettings, fusion_for
+
+    current = enhance.load_fuser()
+    low = fusion_for(BaseLayerSettings(128, kbps=REGIONS_FROM_BASE_KBPS - 0.1))
+    assert low.regions == 0 and low.hash != current.hash and low.align == current.align
+    for base in (
+        BaseLayerSettings(128, kbps=REGIONS_FROM_BASE_KBPS),
+        BaseLayerSettings(128, qp=30),
+    ):
+        assert fusion_for(base) is current
+    assert enhance.fuser_for(low.hash) is low  # a decoder finds it by the hash it names
+
+
 def test_streams_coded_for_earlier_fusion_weights_still_decode(monkeypatch, held_out):
-    """A stream names its fusion weights by hash: one coded for the previous release's
-    weights decodes with them (no alignment); an unknown hash is a one-line refusal."""
+    """A stream names its fusion weights by hash: one coded for an earlier release's weights
+    decodes with them, as they were (v1: no alignment; v2: aligned, the base's eye and
+    mouth not taken over); an unknown hash is a one-line refusal."""
     import gfvc.enhance as enhance
     from gfvc.errors import CheckpointError
 
-    older = enhance._older_fusion_weights()
-    assert older, "the previous release's fusion weights ship in gfvc/data"
+    older = {p.stem: p for p in enhance._older_fusion_weights()}
+    assert {"fusion-v1", "fusion-v2"} <= set(older), "earlier fusion weights ship in gfvc/data"
     current = enhance.load_fuser()
-    monkeypatch.setattr(enhance, "fusion_weights_path", lambda: older[-1])
-    enhance.load_fuser.cache_clear()
+    assert current.regions > 0 and current.align
     frames = held_out[:6]
-    data = encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))
-    monkeypatch.undo()
-    enhance.load_fuser.cache_clear()
-    header = parse_stream(data).header
-    named = enhancement_info(header).fusion_hash
-    assert named == enhance.load_fuser(str(older[-1])).hash != current.hash
-    dec = enhance.EnhancementDecoder(128, True, named)
-    assert dec.aligner is None
-    assert len(list(decode_frames(data))) == len(frames)
+    for name, (align, regions) in {"fusion-v1": (False, 0), "fusion-v2": (True, 0)}.items():
+        monkeypatch.setattr(enhance, "fusion_weights_path", lambda p=older[name]: p)
+        enhance.load_fuser.cache_clear()
+        data = encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))
+        monkeypatch.undo()
+        enhance.load_fuser.cache_clear()
+        named = enhancement_info(parse_stream(data).header).fusion_hash
+        assert named == enhance.load_fuser(str(older[name])).hash != current.hash
+        dec = enhance.EnhancementDecoder(128, True, named)
+        assert (dec.aligner is not None) == align and dec.regions == regions
+        assert len(list(decode_frames(data))) == len(frames)
     with pytest.raises(CheckpointError, match="does not have"):
         enhance.fuser_for(b"\0" * 8)
 
@@ -407,15 +445,16 @@ def test_guided_fusion_weights_train_ship_and_decode(monkeypatch, held_out, tmp_
     ck = torch.load(train_fusion(cfg, log=lambda s: None), weights_only=True)
     assert ck["guide"] == 6
     ck["align"] = enhance.load_fuser().align  # as the packaged network's
+    ck["regions"] = enhance.load_fuser().regions
     guided = tmp_path / "fusion.pt"
     torch.save(ck, guided)
 
-    plain = list(decode_frames(encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))))
+    plain = list(decode_frames(encode_frames(frames, EncodeSettings(kbps=16), Fraction(25))))
     monkeypatch.setattr(enhance, "fusion_weights_path", lambda: guided)
     monkeypatch.setattr(enhance, "_older_fusion_weights", lambda: [])
     enhance.load_fuser.cache_clear()
     try:
-        data = encode_frames(frames, EncodeSettings(kbps=14), Fraction(25))
+        data = encode_frames(frames, EncodeSettings(kbps=16), Fraction(25))
         info = enhancement_info(parse_stream(data).header)
         assert enhance.EnhancementDecoder(128, True, info.fusion_hash).guided
         out = list(decode_frames(data))

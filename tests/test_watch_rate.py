@@ -147,6 +147,24 @@ def test_rate_controller_sizes_the_key_to_the_budget():
     assert plan.bits <= target and sizes[plan.qp - 1] > target
 
 
+def test_features_dead_zone_follows_the_budget_within_its_range():
+    """Features that overspend widen the dead zone, but never past ``DEADZONE_MAX`` (a
+    wider one let a closing lid go unsent for frames); features that underspend narrow it
+    back to plain rounding."""
+    from gfvc.control.rate import DEADZONE_MAX
+
+    rc = RateController(2, 25, (0, 63), expected_frames=250)
+    rc.after_key(16000)
+    for _ in range(100):  # 400 bits a frame against a 2 kbps line (80 a frame)
+        rc.after_feature(400)
+    assert rc.deadzone == pytest.approx(DEADZONE_MAX) and DEADZONE_MAX < 1.5
+    rc = RateController(2, 25, (0, 63), expected_frames=250)
+    rc.after_key(4000)  # leaves 64 bits a frame
+    for _ in range(20):  # 20 bits a frame: well under the line
+        rc.after_feature(20)
+    assert rc.deadzone == pytest.approx(0.5)
+
+
 def test_info_lists_every_reference(model, two_people, tmp_path):
     from conftest import run_cli
 

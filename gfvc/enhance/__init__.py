@@ -22,7 +22,7 @@ import torch
 from gfvc.enhance.align import ALIGN_NAME, WarpAligner
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fovea import Fovea, defoveate
-from gfvc.enhance.fusion import Fuser
+from gfvc.enhance.fusion import Fuser, take_regions
 from gfvc.errors import CheckpointError, InputError
 
 #: From this rate up, ``--kbps`` adds the base layer.
@@ -79,9 +79,36 @@ def plan_layers(kbps: float) -> LayerPlan:
     return LayerPlan(gen, 64 if base < LARGE_BASE_FROM_KBPS else 128, base)
 
 
+#: From this base-layer rate (kbps, what x265 is asked for) up, streams are coded for the
+#: fusion that takes the eye and mouth openings from the base (``fusion.pt``); below, for the
+#: same network without it (``fusion-v2.pt``). At a 12 kbps target (base asked 8.1 kbps) the
+#: base's openings were worse witnesses than the warp's: the hard case's eye error 0.025 ->
+#: 0.034, identity 0.399 -> 0.407, and on the ctc clips identity 0.321 -> 0.333 for eye error
+#: 0.0328 -> 0.0321; at 16 (11.7 kbps asked) they win (docs/enhance.md, session 15).
+REGIONS_FROM_BASE_KBPS = 10.0
+
+
 def fusion_weights_path() -> Path:
     """The fusion weights new streams are coded for."""
     return Path(str(resources.files("gfvc") / "data" / "fusion.pt"))
+
+
+def _fusion_without_regions_path() -> Path:
+    """The packaged network without the openings taken from the base (session 14's)."""
+    return Path(str(resources.files("gfvc") / "data" / "fusion-v2.pt"))
+
+
+def fusion_for(base: BaseLayerSettings) -> FusionWeights:
+    """The fusion weights a new stream with base layer ``base`` is coded for: the current
+    ones, or below ``REGIONS_FROM_BASE_KBPS`` the same network without ``take_regions``
+    when the current ones take the openings from the base."""
+    current = load_fuser()
+    if base.kbps is None or base.kbps >= REGIONS_FROM_BASE_KBPS or current.regions == 0:
+        return current
+    plain = load_fuser(str(_fusion_without_regions_path()))
+    if plain.regions != 0 or plain.align != current.align:
+        raise CheckpointError("fusion-v2.pt is not the current network without regions")
+    return plain
 
 
 def _older_fusion_weights() -> list[Path]:
@@ -95,6 +122,8 @@ class FusionWeights(NamedTuple):
     hash: bytes
     #: the alignment the network was trained with (``ALIGN_NAME``), or "" for none
     align: str
+    #: how much of the eye and mouth openings comes from the base (``take_regions``; 0: none)
+    regions: float = 0.0
 
 
 @lru_cache(maxsize=4)
@@ -109,12 +138,15 @@ def load_fuser(path: str | None = None) -> FusionWeights:
         net = Fuser(width=int(ck["width"]), guide=int(ck.get("guide", 0)))
         net.load_state_dict(ck["net"])
         align = str(ck.get("align", ""))
+        regions = float(ck.get("regions", 0.0))
     except Exception as e:
         raise CheckpointError(f"{p} is not a fusion network ({type(e).__name__})") from None
     if align not in ("", ALIGN_NAME):
         raise CheckpointError(f"{p} expects a warp alignment this release lacks ({align})")
+    if not 0.0 <= regions <= 1.0:
+        raise CheckpointError(f"{p}: regions must be in 0..1, got {regions}")
     net = net.eval().to(memory_format=torch.channels_last)
-    return FusionWeights(net, hashlib.sha256(p.read_bytes()).digest()[:8], align)
+    return FusionWeights(net, hashlib.sha256(p.read_bytes()).digest()[:8], align, regions)
 
 
 def fuser_for(fusion_hash: bytes) -> FusionWeights:
@@ -167,21 +199,23 @@ class EnhancementDecoder:
         weights = load_fuser() if fusion_hash is None else fuser_for(fusion_hash)
         self.fuser = weights.net
         self.aligner = WarpAligner() if weights.align else None
+        self.regions = weights.regions
 
     def key(self, chunk: bytes) -> np.ndarray:
         return self.base.decode(chunk, restart=True)
 
     @property
     def guided(self) -> bool:
-        """The network takes the motion model's hints (``MotionModel.fusion_inputs``) beside
-        the warp."""
-        return self.fuser.guide > 0
+        """The fusion takes the motion model's hints (``MotionModel.fusion_inputs``) beside
+        the warp: the network as an input, or ``take_regions`` for its masks."""
+        return self.fuser.guide > 0 or self.regions > 0
 
     def frame(
         self, chunk: bytes, warped: np.ndarray, guide: np.ndarray | None = None
     ) -> np.ndarray:
         """The fused frame of base picture ``chunk`` and the animated key frame ``warped``
-        (with the motion model's hints ``guide`` for a ``guided`` network)."""
+        (with the motion model's hints ``guide`` for a ``guided`` fusion: their first three
+        channels are the driving eye and mouth masks)."""
         base = self.base.decode(chunk)
         with torch.inference_mode():
             # channels_last throughout: the bicubic upscale returns NCHW, which would switch
@@ -194,7 +228,11 @@ class EnhancementDecoder:
             g = None
             if guide is not None:
                 g = torch.from_numpy(guide)[None].contiguous(memory_format=torch.channels_last)
-            y = self.fuser(up, _tensor(warped), g)
+            y = self.fuser(up, _tensor(warped), g if self.fuser.guide else None)
+            if self.regions > 0:
+                if g is None:
+                    raise ValueError("these fusion weights take the eye and mouth masks")
+                y = take_regions(y, up, g[:, :3], self.regions)
         return to_image(y)
 
 
@@ -207,6 +245,7 @@ __all__ = [
     "Fovea",
     "LayerPlan",
     "fuser_for",
+    "fusion_for",
     "load_fuser",
     "plan_layers",
 ]

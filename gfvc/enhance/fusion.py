@@ -79,6 +79,52 @@ class Fuser(nn.Module):
         return fused.clamp(0, 1)
 
 
+#: ``take_regions``: the openings' masks are grown by this many pixels (the lids and lips
+#: around them) and feathered with this Gaussian sigma.
+REGION_GROW = 3
+REGION_FEATHER = 2.0
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, H, W), edges replicated."""
+    r = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def take_regions(
+    fused: torch.Tensor, base_up: torch.Tensor, masks: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """``fused`` with the driving eye and mouth openings (``masks``: (B, 3, H, W) in [0, 1],
+    the landmark model's ``region_masks``, grown by ``REGION_GROW`` px and feathered) taken
+    from the upscaled base by ``weight``.
+
+    There the warp's opening is the key frame's texture stretched or squeezed, and the
+    network, trained on whole frames, keeps too much of it: vr_1's eyes at 16 kbps stayed
+    nearly shut while the camera's and the base's were open. On the five ctc clips at 16
+    kbps: eye error 0.030 -> 0.027, mouth error 0.024 -> 0.020, identity 0.287 -> 0.296
+    (docs/enhance.md, session 15)."""
+    m = (masks.amax(1, keepdim=True) > 0.3).to(fused.dtype)
+    rows, cols = m.amax((0, 1, 3)).nonzero(), m.amax((0, 1, 2)).nonzero()
+    if not len(rows):
+        return fused
+    # only the openings' box (grown by what dilation and blur reach) changes
+    reach, (h, w) = REGION_GROW + int(3 * REGION_FEATHER + 0.5) + 1, m.shape[-2:]
+    y0, y1 = max(int(rows[0]) - reach, 0), min(int(rows[-1]) + reach + 1, h)
+    x0, x1 = max(int(cols[0]) - reach, 0), min(int(cols[-1]) + reach + 1, w)
+    g = REGION_GROW
+    box = F.pad(m[..., y0:y1, x0:x1], (g, g, g, g))  # outside the box: no opening
+    box = F.max_pool2d(box, 2 * g + 1, stride=1)
+    box = _gaussian_blur(box, REGION_FEATHER) * weight
+    out = fused.clone()
+    f = fused[..., y0:y1, x0:x1]
+    out[..., y0:y1, x0:x1] = f + box * (base_up[..., y0:y1, x0:x1] - f)
+    return out
+
+
 def widen_from(net: Fuser, state: dict[str, torch.Tensor]) -> None:
     """Load a network without guide channels into ``net`` (which has them) so that it
     computes exactly what the old one did: the new inputs' weights in the stem and in the
