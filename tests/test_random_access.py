@@ -234,7 +234,10 @@ def test_corrupt_key_unit_leaves_the_decoder_as_it_was(face_frames):
     picture, feature, side, info = k.picture, k.feature, k.side, k.info
     bad_keys = [
         bytes([KEY]) + pack_key_payload(picture, feature, side[:-2], info),  # side cut short
-        bytes([KEY]) + pack_key_payload(picture[: len(picture) // 5], feature, side, info),
+        # the picture without its slice (parameter sets only). A picture cut at an arbitrary
+        # byte is not always refused: FFmpeg's HEVC decoder conceals some truncations without
+        # an error (the file's and packets' CRCs catch those), which made this test flaky
+        bytes([KEY]) + pack_key_payload(picture[: picture.rfind(b"\0\0\1")], feature, side, info),
         bytes([KEY]) + pack_key_payload(picture, feature[:1], side, info),
         bytes([KEY]) + info.reason.to_bytes(1, "big"),  # key info cut short
     ]
@@ -242,9 +245,10 @@ def test_corrupt_key_unit_leaves_the_decoder_as_it_was(face_frames):
     expected = [ref.decode_unit(u) for u in units]
     dec = Decoder(enc.header, cls.create())
     got = [dec.decode_unit(u) for u in units[:3]]
-    for bad in bad_keys:
+    for i, bad in enumerate(bad_keys):
         with pytest.raises(BitstreamError):
             dec.decode_unit(bad)
+            pytest.fail(f"bad key unit {i} decoded")
     got += [dec.decode_unit(u) for u in units[3:]]
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
