@@ -447,6 +447,7 @@ def info_dict(path: Path) -> dict[str, Any]:
     from gfvc.bitstream import parse_stream
     from gfvc.bitstream.extension import enhancement_info, no_face_spans
     from gfvc.codec import read_stream, stream_report
+    from gfvc.enhance import packaged_fusion_name
     from gfvc.features.entropy import FEATURE_CODERS
     from gfvc.keyframe import keyframe_codec_class_by_id
     from gfvc.models import model_class_by_id
@@ -475,7 +476,14 @@ def info_dict(path: Path) -> dict[str, Any]:
         "overhead_bits": rep.overhead_bits,
         # the enhancement layer's base pictures (0 without the layer)
         "enhancement_bits": rep.enhancement_bits,
-        "enhancement": None if enh is None else {"codec": "hevc", "base_size": enh.size},
+        "enhancement": None
+        if enh is None
+        else {
+            "codec": "hevc",
+            "base_size": enh.size,
+            # the packaged weights the stream was coded for (file name, else the hash)
+            "fusion": packaged_fusion_name(enh.fusion_hash) or enh.fusion_hash.hex(),
+        },
         "header_bits": 8 * parsed.header_bytes,
         "format_version": h.version,
         "key_frames": sum(not r["recall"] for r in refs),
@@ -526,7 +534,8 @@ def info(
             f"  features       {d['feature_bits']:>9} bits  ({d['feature_bits'] / per:.1f} per inter frame)\n"
             + (
                 f"  enhancement    {d['enhancement_bits']:>9} bits  ({100 * d['enhancement_bits'] / d['total_bits']:.0f} % of the total; "
-                f"HEVC base layer {d['enhancement']['base_size']}x{d['enhancement']['base_size']})\n"
+                f"HEVC base layer {d['enhancement']['base_size']}x{d['enhancement']['base_size']}, "
+                f"fusion weights {d['enhancement']['fusion']})\n"
                 if d["enhancement"]
                 else ""
             )

@@ -195,7 +195,7 @@ def test_info_shows_the_share_and_export_says_it_drops_the_layer(tmp_path):
     )
     assert res.exit_code == 0, res.output
     info = run_cli("info", out).output
-    assert "enhancement" in info and "HEVC base layer 64x64" in info
+    assert "enhancement" in info and "HEVC base layer 64x64, fusion weights fusion.pt" in info
     res = run_cli("export", out, "-o", tmp_path / "e.265")
     assert res.exit_code == 0 and "dropped" in res.output
     back = tmp_path / "b.gfv"

@@ -164,6 +164,15 @@ def fuser_for(fusion_hash: bytes) -> FusionWeights:
     )
 
 
+def packaged_fusion_name(fusion_hash: bytes) -> str | None:
+    """The file name of the packaged fusion weights a stream's header names (None: weights
+    this release does not have), for ``gfvc info``."""
+    for p in (fusion_weights_path(), *_older_fusion_weights()):
+        if p.exists() and hashlib.sha256(p.read_bytes()).digest()[:8] == fusion_hash:
+            return p.name
+    return None
+
+
 def check_base_size(size: int) -> int:
     if size not in BASE_SIZES:
         raise InputError(
@@ -247,5 +256,6 @@ __all__ = [
     "fuser_for",
     "fusion_for",
     "load_fuser",
+    "packaged_fusion_name",
     "plan_layers",
 ]
