@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,6 +23,7 @@ from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncod
 from gfvc.enhance.fovea import Fovea, defoveate
 from gfvc.enhance.fusion import Fuser, take_regions
 from gfvc.errors import CheckpointError, InputError
+from gfvc.models.landmark import data_file
 
 #: From this rate up, ``--kbps`` adds the base layer.
 #: Below it the generative layer alone scores better on every metric but MS-SSIM than a 64x64
@@ -90,12 +90,12 @@ REGIONS_FROM_BASE_KBPS = 10.0
 
 def fusion_weights_path() -> Path:
     """The fusion weights new streams are coded for."""
-    return Path(str(resources.files("gfvc") / "data" / "fusion.pt"))
+    return data_file("fusion.pt")
 
 
 def _fusion_without_regions_path() -> Path:
     """The packaged network without the openings taken from the base (session 14's)."""
-    return Path(str(resources.files("gfvc") / "data" / "fusion-v2.pt"))
+    return data_file("fusion-v2.pt")
 
 
 def fusion_for(base: BaseLayerSettings) -> FusionWeights:
@@ -113,7 +113,7 @@ def fusion_for(base: BaseLayerSettings) -> FusionWeights:
 
 def _older_fusion_weights() -> list[Path]:
     """Fusion weights of earlier releases, shipped so that their streams still decode."""
-    return sorted(Path(str(resources.files("gfvc") / "data")).glob("fusion-*.pt"))
+    return sorted(data_file("").glob("fusion-*.pt"))
 
 
 class FusionWeights(NamedTuple):
@@ -146,7 +146,20 @@ def load_fuser(path: str | None = None) -> FusionWeights:
     if not 0.0 <= regions <= 1.0:
         raise CheckpointError(f"{p}: regions must be in 0..1, got {regions}")
     net = net.eval().to(memory_format=torch.channels_last)
-    return FusionWeights(net, hashlib.sha256(p.read_bytes()).digest()[:8], align, regions)
+    return FusionWeights(net, _file_hash(p), align, regions)
+
+
+def _file_hash(p: Path) -> bytes:
+    """The 8-byte hash by which a stream's header names its fusion weights."""
+    return hashlib.sha256(p.read_bytes()).digest()[:8]
+
+
+def _packaged_fusion_path(fusion_hash: bytes) -> Path | None:
+    """The packaged weights file (current or an earlier release's) with this hash."""
+    for p in (fusion_weights_path(), *_older_fusion_weights()):
+        if p.exists() and _file_hash(p) == fusion_hash:
+            return p
+    return None
 
 
 def fuser_for(fusion_hash: bytes) -> FusionWeights:
@@ -155,22 +168,20 @@ def fuser_for(fusion_hash: bytes) -> FusionWeights:
     current = load_fuser()
     if current.hash == fusion_hash:
         return current
-    for p in _older_fusion_weights():
-        if hashlib.sha256(p.read_bytes()).digest()[:8] == fusion_hash:
-            return load_fuser(str(p))
-    raise CheckpointError(
-        "the stream's enhancement layer was coded for fusion weights this release does not "
-        "have: decode with the gfvc release that coded it"
-    )
+    p = _packaged_fusion_path(fusion_hash)
+    if p is None:
+        raise CheckpointError(
+            "the stream's enhancement layer was coded for fusion weights this release does not "
+            "have: decode with the gfvc release that coded it"
+        )
+    return load_fuser(str(p))
 
 
 def packaged_fusion_name(fusion_hash: bytes) -> str | None:
     """The file name of the packaged fusion weights a stream's header names (None: weights
     this release does not have), for ``gfvc info``."""
-    for p in (fusion_weights_path(), *_older_fusion_weights()):
-        if p.exists() and hashlib.sha256(p.read_bytes()).digest()[:8] == fusion_hash:
-            return p.name
-    return None
+    p = _packaged_fusion_path(fusion_hash)
+    return None if p is None else p.name
 
 
 def check_base_size(size: int) -> int:
