@@ -224,8 +224,9 @@ def test_fusion_training_runs_resumes_and_ships(tmp_path):
     logs: list[str] = []
     out = train_fusion(cfg, log=logs.append)
     assert any("resumed at step 2" in s for s in logs)
-    net, digest, align, regions = load_fuser(str(out))
-    assert len(digest) == 8 and net.head.weight.abs().sum() > 0 and align == "" and regions == 0
+    net, digest, align, regions, detail = load_fuser(str(out))
+    assert len(digest) == 8 and net.head.weight.abs().sum() > 0 and align == ""
+    assert regions == 0 and detail == 0
     cfg.align, cfg.steps, cfg.run_dir = True, 1, str(tmp_path / "aligned")
     assert load_fuser(str(train_fusion(cfg, log=lambda s: None))).align == ALIGN_NAME
 
@@ -318,22 +319,86 @@ def test_take_regions_replaces_only_the_grown_openings():
     assert torch.equal(take_regions(fused, base, torch.zeros_like(masks), 1.0), fused)
 
 
+def test_add_detail_moves_only_the_warps_fine_detail_inside_the_face():
+    """Inside the face's hull (eroded) and away from the grown openings the fused picture's
+    fine detail becomes the warp's and its coarse shading stays; outside the hull, inside an
+    opening, at weight 0 or without a face nothing changes."""
+    import cv2
+
+    from gfvc.enhance.fusion import DETAIL_SIGMA, add_detail, detail_mask
+    from gfvc.models.landmark import face_hull
+
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
+    shading = np.repeat((0.3 + 0.3 * xx / 96)[..., None], 3, -1)
+    texture = np.repeat((((yy // 2 + xx // 2) % 2) * 0.2 + 0.4)[..., None], 3, -1)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+
+    def hwc(x: torch.Tensor) -> np.ndarray:
+        return x[0].permute(1, 2, 0).numpy()
+
+    fused, warped = t(shading), t(texture)
+    corners = np.array([[16.0, 16.0], [80.0, 16.0], [80.0, 80.0], [16.0, 80.0]])
+    hull = torch.from_numpy(face_hull(corners, 96))[None, None]
+    assert hull[0, 0, 48, 48] == 1 and hull[0, 0, 8, 48] == 0
+    masks = torch.zeros(1, 3, 96, 96)
+    masks[0, 0, 60:64, 40:56] = 1.0  # a mouth opening
+    out = hwc(add_detail(fused, warped, masks, hull, 1.0))
+    m = detail_mask(hull[0, 0].numpy(), masks[0].numpy())
+    assert m[36, 36] > 0.99 and m[62, 48] < 0.05 and m[4, 48] < 1e-4
+
+    def fine(a: np.ndarray) -> np.ndarray:
+        return a - cv2.GaussianBlur(a, (0, 0), DETAIL_SIGMA)
+
+    inner = np.s_[30:42, 30:42]
+    assert np.abs(fine(out)[inner] - fine(texture)[inner]).max() < 0.02
+    coarse = (
+        cv2.GaussianBlur(out, (0, 0), 3.0)[inner] - cv2.GaussianBlur(shading, (0, 0), 3.0)[inner]
+    )
+    assert np.abs(coarse).max() < 0.02
+    assert np.abs(out[:4] - shading[:4]).max() < 1e-4  # outside the face
+    assert np.abs(out[61:63, 46:50] - shading[61:63, 46:50]).max() < 0.01  # the mouth
+    assert torch.equal(add_detail(fused, warped, masks, hull, 0.0), fused)
+    assert torch.equal(add_detail(fused, warped, masks, torch.zeros_like(hull), 1.0), fused)
+
+
 def test_streams_name_the_fusion_their_base_can_serve():
     """A base layer asked for less than ``REGIONS_FROM_BASE_KBPS`` codes for the network
-    without the openings taken from the base (too coarse to show them); from it up, and at
-    a fixed base QP, for the current weights, which take them."""
+    without the openings taken from the base (too coarse to show them) and with the warp's
+    fine detail; from it up, and at a fixed base QP, for the current weights, which take
+    the openings and leave the detail to the base."""
     import gfvc.enhance as enhance
     from gfvc.enhance import REGIONS_FROM_BASE_KBPS, BaseLayerSettings, fusion_for
 
     current = enhance.load_fuser()
     low = fusion_for(BaseLayerSettings(128, kbps=REGIONS_FROM_BASE_KBPS - 0.1))
     assert low.regions == 0 and low.hash != current.hash and low.align == current.align
+    assert low.detail > 0 and current.detail == 0  # the warp's detail over a coarse base only
     for base in (
         BaseLayerSettings(128, kbps=REGIONS_FROM_BASE_KBPS),
         BaseLayerSettings(128, qp=30),
     ):
         assert fusion_for(base) is current
     assert enhance.fuser_for(low.hash) is low  # a decoder finds it by the hash it names
+
+
+def test_a_coarse_bases_stream_takes_the_warps_detail_in_the_face_only(monkeypatch, held_out):
+    """At 12 kbps (a base asked for less than ``REGIONS_FROM_BASE_KBPS``) the stream names
+    weights with ``detail``, and its decoded feature frames differ from the same fusion
+    without it inside the face, not in the picture's corners nor on the key frame."""
+    import gfvc.enhance as enhance
+
+    frames = held_out[:6]
+    data = encode_frames(frames, EncodeSettings(kbps=12), Fraction(25))
+    named = enhancement_info(parse_stream(data).header).fusion_hash
+    assert enhance.fuser_for(named).detail > 0
+    shown = np.stack(list(decode_frames(data))).astype(int)
+    monkeypatch.setattr(enhance, "add_detail", lambda fused, *rest: fused)
+    plain = np.stack(list(decode_frames(data))).astype(int)
+    diff = np.abs(shown - plain)
+    assert diff[0].max() == 0 and diff[1:, 108:148, 108:148].mean() > 0.1
+    assert diff[:, :24, :24].max() == 0 and diff[:, :24, -24:].max() == 0
 
 
 def test_streams_coded_for_earlier_fusion_weights_still_decode(monkeypatch, held_out):
@@ -358,6 +423,7 @@ def test_streams_coded_for_earlier_fusion_weights_still_decode(monkeypatch, held
         assert named == enhance.load_fuser(str(older[name])).hash != current.hash
         dec = enhance.EnhancementDecoder(128, True, named)
         assert (dec.aligner is not None) == align and dec.regions == regions
+        assert dec.detail == 0
         assert len(list(decode_frames(data))) == len(frames)
     with pytest.raises(CheckpointError, match="does not have"):
         enhance.fuser_for(b"\0" * 8)
@@ -446,6 +512,7 @@ def test_guided_fusion_weights_train_ship_and_decode(monkeypatch, held_out, tmp_
     assert ck["guide"] == 6
     ck["align"] = enhance.load_fuser().align  # as the packaged network's
     ck["regions"] = enhance.load_fuser().regions
+    ck["detail"] = enhance.load_fuser().detail
     guided = tmp_path / "fusion.pt"
     torch.save(ck, guided)
 

@@ -21,9 +21,9 @@ import torch
 from gfvc.enhance.align import ALIGN_NAME, WarpAligner
 from gfvc.enhance.base_layer import BASE_SIZES, BaseLayerDecoder, BaseLayerEncoder
 from gfvc.enhance.fovea import Fovea, defoveate
-from gfvc.enhance.fusion import Fuser, take_regions
+from gfvc.enhance.fusion import Fuser, add_detail, take_regions
 from gfvc.errors import CheckpointError, InputError
-from gfvc.models.landmark import data_file
+from gfvc.models.landmark import FACE_CHANNEL, data_file
 
 #: From this rate up, ``--kbps`` adds the base layer.
 #: Below it the generative layer alone scores better on every metric but MS-SSIM than a 64x64
@@ -81,10 +81,14 @@ def plan_layers(kbps: float) -> LayerPlan:
 
 #: From this base-layer rate (kbps, what x265 is asked for) up, streams are coded for the
 #: fusion that takes the eye and mouth openings from the base (``fusion.pt``); below, for the
-#: same network without it (``fusion-v2.pt``). At a 12 kbps target (base asked 8.1 kbps) the
-#: base's openings were worse witnesses than the warp's: the hard case's eye error 0.025 ->
-#: 0.034, identity 0.399 -> 0.407, and on the ctc clips identity 0.321 -> 0.333 for eye error
-#: 0.0328 -> 0.0321; at 16 (11.7 kbps asked) they win (docs/enhance.md, session 15).
+#: same network without it and with the face's fine detail from the warp (``fusion-low.pt``).
+#: At a 12 kbps target (base asked 8.1 kbps) the base's openings were worse witnesses than
+#: the warp's: the hard case's eye error 0.025 -> 0.034, identity 0.399 -> 0.407, and on the
+#: ctc clips identity 0.321 -> 0.333 for eye error 0.0328 -> 0.0321; at 16 (11.7 kbps asked)
+#: they win (docs/enhance.md, session 15). The warp's detail (``add_detail``) pays where the
+#: base is this coarse (ctc clips at 12 kbps: identity 0.321 -> 0.314, landmark distance
+#: 1.386 -> 1.383); over a sharper base it cost landmark distance (1.144 -> 1.150 at 16
+#: kbps, 1.062 -> 1.074 at 20) for no identity (docs/enhance.md, session 17).
 REGIONS_FROM_BASE_KBPS = 10.0
 
 
@@ -94,20 +98,20 @@ def fusion_weights_path() -> Path:
 
 
 def _fusion_without_regions_path() -> Path:
-    """The packaged network without the openings taken from the base (session 14's)."""
-    return data_file("fusion-v2.pt")
+    """The packaged current network without the openings taken from the base."""
+    return data_file("fusion-low.pt")
 
 
 def fusion_for(base: BaseLayerSettings) -> FusionWeights:
     """The fusion weights a new stream with base layer ``base`` is coded for: the current
-    ones, or below ``REGIONS_FROM_BASE_KBPS`` the same network without ``take_regions``
-    when the current ones take the openings from the base."""
+    ones, or below ``REGIONS_FROM_BASE_KBPS`` the same network without ``take_regions`` (and
+    with ``add_detail``) when the current ones take the openings from the base."""
     current = load_fuser()
     if base.kbps is None or base.kbps >= REGIONS_FROM_BASE_KBPS or current.regions == 0:
         return current
     plain = load_fuser(str(_fusion_without_regions_path()))
     if plain.regions != 0 or plain.align != current.align:
-        raise CheckpointError("fusion-v2.pt is not the current network without regions")
+        raise CheckpointError("fusion-low.pt is not the current network without regions")
     return plain
 
 
@@ -124,6 +128,8 @@ class FusionWeights(NamedTuple):
     align: str
     #: how much of the eye and mouth openings comes from the base (``take_regions``; 0: none)
     regions: float = 0.0
+    #: how much of the face's fine detail comes from the warp (``add_detail``; 0: none)
+    detail: float = 0.0
 
 
 @lru_cache(maxsize=4)
@@ -139,14 +145,17 @@ def load_fuser(path: str | None = None) -> FusionWeights:
         net.load_state_dict(ck["net"])
         align = str(ck.get("align", ""))
         regions = float(ck.get("regions", 0.0))
+        detail = float(ck.get("detail", 0.0))
     except Exception as e:
         raise CheckpointError(f"{p} is not a fusion network ({type(e).__name__})") from None
     if align not in ("", ALIGN_NAME):
         raise CheckpointError(f"{p} expects a warp alignment this release lacks ({align})")
     if not 0.0 <= regions <= 1.0:
         raise CheckpointError(f"{p}: regions must be in 0..1, got {regions}")
+    if not 0.0 <= detail <= 1.0:
+        raise CheckpointError(f"{p}: detail must be in 0..1, got {detail}")
     net = net.eval().to(memory_format=torch.channels_last)
-    return FusionWeights(net, _file_hash(p), align, regions)
+    return FusionWeights(net, _file_hash(p), align, regions, detail)
 
 
 def _file_hash(p: Path) -> bytes:
@@ -220,6 +229,7 @@ class EnhancementDecoder:
         self.fuser = weights.net
         self.aligner = WarpAligner() if weights.align else None
         self.regions = weights.regions
+        self.detail = weights.detail
 
     def key(self, chunk: bytes) -> np.ndarray:
         return self.base.decode(chunk, restart=True)
@@ -227,15 +237,17 @@ class EnhancementDecoder:
     @property
     def guided(self) -> bool:
         """The fusion takes the motion model's hints (``MotionModel.fusion_inputs``) beside
-        the warp: the network as an input, or ``take_regions`` for its masks."""
-        return self.fuser.guide > 0 or self.regions > 0
+        the warp: the network as an input, ``add_detail`` and ``take_regions`` for their
+        masks."""
+        return self.fuser.guide > 0 or self.regions > 0 or self.detail > 0
 
     def frame(
         self, chunk: bytes, warped: np.ndarray, guide: np.ndarray | None = None
     ) -> np.ndarray:
         """The fused frame of base picture ``chunk`` and the animated key frame ``warped``
         (with the motion model's hints ``guide`` for a ``guided`` fusion: their first three
-        channels are the driving eye and mouth masks)."""
+        channels are the driving eye and mouth masks, channel ``FACE_CHANNEL`` the face's
+        hull)."""
         base = self.base.decode(chunk)
         with torch.inference_mode():
             # channels_last throughout: the bicubic upscale returns NCHW, which would switch
@@ -248,11 +260,17 @@ class EnhancementDecoder:
             g = None
             if guide is not None:
                 g = torch.from_numpy(guide)[None].contiguous(memory_format=torch.channels_last)
-            y = self.fuser(up, _tensor(warped), g if self.fuser.guide else None)
+            w = _tensor(warped)
+            y = self.fuser(up, w, g[:, : self.fuser.guide] if self.fuser.guide else None)
+            if (self.regions > 0 or self.detail > 0) and g is None:
+                raise ValueError("these fusion weights take the eye and mouth masks")
+            if self.detail > 0:
+                if g.shape[1] <= FACE_CHANNEL:  # type: ignore[union-attr]
+                    raise ValueError("these fusion weights take the face's hull")
+                hull = g[:, FACE_CHANNEL : FACE_CHANNEL + 1]  # type: ignore[index]
+                y = add_detail(y, w, g[:, :3], hull, self.detail)  # type: ignore[index]
             if self.regions > 0:
-                if g is None:
-                    raise ValueError("these fusion weights take the eye and mouth masks")
-                y = take_regions(y, up, g[:, :3], self.regions)
+                y = take_regions(y, up, g[:, :3], self.regions)  # type: ignore[index]
         return to_image(y)
 
 

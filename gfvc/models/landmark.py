@@ -235,10 +235,23 @@ def region_masks(pts2d: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
+def face_hull(pts2d: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) float32 mask, 1 inside the convex hull of (P, 2) landmark points: the face, where
+    the enhancement layer's fusion takes the warp's fine detail (``add_detail``)."""
+    import cv2
+
+    out = np.zeros((size, size), np.uint8)
+    hull = cv2.convexHull(np.round(pts2d * 16).astype(np.int32))
+    cv2.fillConvexPoly(out, hull, 1, shift=4)
+    return out.astype(np.float32)
+
+
 #: (upper, lower, corner, corner) of the inner mouth (FaceMesh indices).
 _MOUTH_GAP = (13, 14, 78, 308)
-#: Channels of ``fusion_guide``.
+#: Channels of ``fusion_guide`` (what a guided fusion network sees).
 GUIDE_CHANNELS = 6
+#: The channel of ``LandmarkModel.fusion_inputs``' hints after ``fusion_guide``'s: ``face_hull``.
+FACE_CHANNEL = GUIDE_CHANNELS
 
 
 def _gap_over_width(pts: np.ndarray, up: int, lo: int, c0: int, c1: int) -> float:
@@ -544,11 +557,13 @@ class LandmarkModel(MotionModel):
     def fusion_inputs(
         self, key_frame: np.ndarray, key_feature: np.ndarray, feature: np.ndarray, guide: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The mesh warp and, with ``guide``, its ``fusion_guide`` (one warp for both)."""
+        """The mesh warp and, with ``guide``, its ``fusion_guide`` followed by the driving
+        face's ``face_hull`` (``FACE_CHANNEL``; one warp for all)."""
         warped, masks, drv = self._mesh_warp(key_frame, key_feature, feature)
         if not guide:
             return warped, None
-        return warped, fusion_guide(drv, self._dec_key[0], self.size, masks)  # type: ignore[index]
+        hints = fusion_guide(drv, self._dec_key[0], self.size, masks)  # type: ignore[index]
+        return warped, np.concatenate([hints, face_hull(drv[:, :2], self.size)[None]])
 
     @property
     def key_landmarks(self) -> np.ndarray:
