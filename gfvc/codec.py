@@ -214,6 +214,8 @@ class Encoder(_Closable):
         self.frame_index = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent
         self.keys: list[tuple[int, str, int, int]] = []
+        #: bits of each unit that was not a key unit, 0 for key units (``first_pass``)
+        self._inter_bits: list[int] = []
         self._since_key = 0
         self._refresh = False
         self._predictor: ClosedLoopPredictor | None = None
@@ -317,8 +319,10 @@ class Encoder(_Closable):
             self.rate.after_base(base_bits)
             if reason is not None and recall is None:
                 self.rate.after_key(8 * (len(unit) - 1) - base_bits)
+                self._inter_bits.append(0)
             else:
                 self.rate.after_feature(8 * (len(unit) - 1) - base_bits)
+                self._inter_bits.append(8 * (len(unit) - 1) + round(self.rate.framing))
         self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
@@ -327,7 +331,8 @@ class Encoder(_Closable):
 
     def first_pass(self) -> FirstPass:
         """What this encoder's stream says to a second pass over the same input."""
-        return FirstPass(tuple((k[0], k[1]) for k in self.keys), self.frame_index)
+        keys = tuple((k[0], k[1]) for k in self.keys)
+        return FirstPass(keys, self.frame_index, tuple(self._inter_bits))
 
     def _base_picture(self, frame: np.ndarray, key: bool = False) -> bytes | None:
         """This frame's base-layer picture (None for a stream without the layer). A key
@@ -1126,6 +1131,7 @@ def first_pass(
     if s.kbps is None or not s.two_pass or count is None:
         return None
     enc = make_encoder(s, fps, model, count)
+    enc.rate.budget_refreshes = False  # type: ignore[union-attr]  # decided again in pass 2
     if prime is not None:
         prime(enc)
     for _ in stream_chunks(enc, frames, halves(progress), refresh_at):

@@ -299,6 +299,18 @@ def test_first_pass_shares_the_key_budget_between_the_keys_to_come():
     per_frame = two.feature_bits + 520
     assert two.key_target() == pytest.approx((16000 * 4 - two.spent - per_frame * 98) / 2)
     assert one.key_target() == pytest.approx(16000 * 4 - one.spent - per_frame * 99)
+    # with what the first pass's other units cost, exactly that is reserved for them
+    inter = (0,) + (600,) * 49 + (0,) + (600,) * 29 + (0,) + (600,) * 19
+    measured = RateController(
+        16,
+        25,
+        (0, 63),
+        expected_frames=100,
+        base_bits_guess=520,
+        first_pass=FirstPass(plan.keys, 100, inter),
+    )
+    assert measured.key_target() == pytest.approx((16000 * 4 - measured.spent - 600 * 97) / 2)
+    assert plan.inter_bits_from(0) is None and measured.first_pass.inter_bits_from(99) == 600
     two.frames = two._since_key = 80
     assert two.due() == "periodic"
     two.frames = two._since_key = 79
@@ -319,6 +331,8 @@ def test_two_passes_give_every_shot_a_usable_key_frame(model):
                 enc.encode_unit(f)
             model.reset()
             plan = enc.first_pass()
+            assert len(plan.inter) == 225 and [plan.inter[k] for k in (0, 75, 150)] == [0] * 3
+            assert min(plan.inter[1:75]) > 0
             enc = Encoder(
                 model, keyframe_codec("svtav1"), kbps=8, expected_frames=225, first_pass=plan
             )

@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
 
 KBPS_RANGE = (0.1, 100_000.0)
 #: Bump when the streams a target rate gives change (``gfvc ctc`` reruns those jobs).
-RATE_CONTROL_REVISION = 3
+RATE_CONTROL_REVISION = 4
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,29 @@ class FirstPass:
     are still to come and gives each an equal part of what the budget leaves for them (QP
     28, 25, 31), and sends the periodic refreshes where the first pass did. "Budget"
     refreshes (a surplus the base layer left) are decided again as they come.
+
+    ``inter`` holds what each frame's unit cost when it was not a key unit (features, the
+    base layer's P picture, framing; 0 for key units): the second pass reserves exactly that
+    for the frames ahead instead of a running guess. With the guess (the base layer's whole
+    share, though x265 is asked for 90 % of it) the 12 kbps points of ``configs/ctc_enhance``
+    spent 11.0 kbps and their key pictures got 7-16 kbit (docs/control.md).
     """
 
     keys: tuple[tuple[int, str], ...]
     frames: int
+    inter: tuple[int, ...] = ()
+
+    @cached_property
+    def _inter_after(self) -> tuple[int, ...]:
+        """``_inter_after[i]``: what the first pass's non-key units cost from frame i on."""
+        return tuple(reversed(list(accumulate(reversed(self.inter), initial=0))))
+
+    def inter_bits_from(self, frame: int) -> float | None:
+        """Bits the first pass's non-key units spent from ``frame`` to the end (None when
+        it did not measure them)."""
+        if not self.inter:
+            return None
+        return float(self._inter_after[min(max(frame, 0), len(self.inter))])
 
     @property
     def kept(self) -> tuple[int, ...]:
@@ -124,6 +145,10 @@ class RateController:
         #: at least ``min_gap_s`` after the last key frame
         self.surplus_share = 0.04
         self.min_gap_s = 2.0
+        #: False in a first pass: its "budget" refreshes are not sent again, and each one
+        #: restarts the base layer, whose x265 then spends differently from the second
+        #: pass's (lp_d9 at 12 kbps: 6 % over the target)
+        self.budget_refreshes = True
 
     # -- planning
     def budget_until(self, frames_ahead: int) -> float:
@@ -139,12 +164,17 @@ class RateController:
     def key_target(self) -> float:
         """Bits the next key frame may use: what the budget leaves for key frames until the
         planned period ends, or with a first pass, an equal part of what it leaves until the
-        end for this one and those still to come."""
+        end for this one and those still to come (after what the first pass's other units
+        cost from here on)."""
         keys, h = 1, self._horizon()
+        inter = None
         if self.first_pass is not None:
             h = max(1, self.first_pass.frames - self.frames)
             keys += self.first_pass.keys_after(self.frames)
-        target = self.budget_until(h) - (self.feature_bits + self.base_bits) * (h - keys)
+            inter = self.first_pass.inter_bits_from(self.frames)
+        if inter is None:  # a running guess of what the frames until then will cost
+            inter = (self.feature_bits + self.base_bits) * (h - keys)
+        target = self.budget_until(h) - inter
         return max(min(target / keys, self.burst_cap), 0.0)
 
     @property
@@ -164,7 +194,9 @@ class RateController:
         refreshes came two frames before a cut)."""
         if self._periodic_due():
             return "periodic"
-        if self._since_key < self.min_gap_s * self.fps or self._last_key_bits is None:
+        if not self.budget_refreshes or self._last_key_bits is None:
+            return None
+        if self._since_key < self.min_gap_s * self.fps:
             return None
         left = None if self.expected_frames is None else self.expected_frames - self.frames
         if left is not None and left < self.fps:  # too late to pay off
