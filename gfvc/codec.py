@@ -214,8 +214,6 @@ class Encoder(_Closable):
         self.frame_index = 0
         #: (frame index, reason, QP, picture bits) of every key frame sent
         self.keys: list[tuple[int, str, int, int]] = []
-        #: bits of each unit that was not a key unit, 0 for key units (``first_pass``)
-        self._inter_bits: list[int] = []
         self._since_key = 0
         self._refresh = False
         self._predictor: ClosedLoopPredictor | None = None
@@ -319,10 +317,8 @@ class Encoder(_Closable):
             self.rate.after_base(base_bits)
             if reason is not None and recall is None:
                 self.rate.after_key(8 * (len(unit) - 1) - base_bits)
-                self._inter_bits.append(0)
             else:
                 self.rate.after_feature(8 * (len(unit) - 1) - base_bits)
-                self._inter_bits.append(8 * (len(unit) - 1) + round(self.rate.framing))
         self._since_key += 1
         self.frame_index += 1
         if self.trace is not None:
@@ -332,7 +328,8 @@ class Encoder(_Closable):
     def first_pass(self) -> FirstPass:
         """What this encoder's stream says to a second pass over the same input."""
         keys = tuple((k[0], k[1]) for k in self.keys)
-        return FirstPass(keys, self.frame_index, tuple(self._inter_bits))
+        inter = () if self.rate is None else tuple(self.rate.inter)
+        return FirstPass(keys, self.frame_index, inter)
 
     def _base_picture(self, frame: np.ndarray, key: bool = False) -> bytes | None:
         """This frame's base-layer picture (None for a stream without the layer). A key

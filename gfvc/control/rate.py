@@ -149,6 +149,10 @@ class RateController:
         #: restarts the base layer, whose x265 then spends differently from the second
         #: pass's (lp_d9 at 12 kbps: 6 % over the target)
         self.budget_refreshes = True
+        #: with a known length, what each frame's unit cost when it was not a key unit (0 for
+        #: key units): what a first pass hands the second (``FirstPass.inter``)
+        self.inter: list[int] = []
+        self._base_now = 0
 
     # -- planning
     def budget_until(self, frames_ahead: int) -> float:
@@ -302,6 +306,12 @@ class RateController:
         self.spent += bits + self.framing
         self.frames += 1
         self._since_key = 0
+        self._record(0)
+
+    def _record(self, bits: float) -> None:
+        if self.expected_frames is not None:  # not for a live encoder, which runs on and on
+            self.inter.append(round(bits))
+        self._base_now = 0
 
     def spend(self, bits: int) -> None:
         """Bits spent outside the units (a live packet's sequence number and CRC)."""
@@ -311,10 +321,12 @@ class RateController:
         """An enhancement-layer picture of ``bits`` (counted with its unit, before it)."""
         self.spent += bits
         self.base_bits += 0.05 * (bits - self.base_bits)
+        self._base_now = bits
 
     def after_feature(self, bits: int) -> None:
         bits += self.framing
         self.spent += bits
+        self._record(bits + self._base_now)
         self.frames += 1
         self._since_key += 1
         self.feature_bits += 0.05 * (bits - self.feature_bits)
