@@ -599,7 +599,7 @@ class Decoder(_Closable):
             raise InputError(
                 f"bitstream was coded with model id {header.model_id}, not {model.name!r}"
             )
-        if model.config_hash() != header.model_hash:
+        if not model.match_stream(header.model_hash):
             raise CheckpointError(
                 f"the {model.name!r} model here differs from the one that coded the bitstream "
                 "(configuration or weights hash mismatch): pass the same --checkpoint/--config"

@@ -242,7 +242,8 @@ def test_refiner_fast_path_with_two_separate_regions():
 def test_a_closing_eye_shows_its_lid_not_the_squeezed_eye(monkeypatch):
     """lp_d3 narrows and closes her eyes from frame 40 on. Animating frame 0 (eyes open) as the
     decoder does squeezes iris and lashes into a dark line that dlib reads as an open eye; with
-    the lid shown, the eyes read closer to the source's on nearly every frame. An eye as open
+    the lid shown, the eyes read closer to the source's on most frames (the warp alone, lid
+    from 1.5 key openings higher: 8 of 11, mean error 0.115 against 0.152). An eye as open
     as the key's is left alone."""
     import gfvc.models.landmark as lm
     from gfvc.codec import EncodeSettings, FramePreparer
@@ -271,4 +272,40 @@ def test_a_closing_eye_shows_its_lid_not_the_squeezed_eye(monkeypatch):
     monkeypatch.setattr(lm, "close_lids", lambda *a: None)
     squeezed = errors()
     assert np.array_equal(same, lm.warp_inputs(frames[0], pts[0], pts[0])[0])
-    assert np.sum(with_lids < squeezed) >= 9 and with_lids.mean() < 0.85 * squeezed.mean()
+    assert np.sum(with_lids < squeezed) >= 8 and with_lids.mean() < 0.85 * squeezed.mean()
+
+
+def test_streams_of_the_first_lid_rule_decode_as_before(monkeypatch):
+    """The lid patch now samples the key from 1.5 eye openings higher (``LID_RAISE``); a
+    stream coded when it was 0.9 names that rule by its model hash, and a decoder of today
+    decodes it with that rule: the same pictures as a decoder of then. lp_d3 closes her eyes
+    from frame 40 on, where the two rules differ."""
+    import gfvc.models.landmark as lm
+    from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer
+    from gfvc.keyframe import keyframe_codec
+
+    prep = FramePreparer(clip("lp_d3.mp4"), EncodeSettings(frames=80))
+    frames = list(prep)[::2]  # eyes open at the key, closed by the end
+    prep.close()
+
+    def code(model: lm.LandmarkModel) -> list[bytes]:
+        enc = Encoder(model, keyframe_codec("x265", qp=30), fps=Fraction(25), watch=False)
+        return [enc.header.to_bytes(), *[enc.encode_unit(f) for f in frames]]
+
+    def decode(model: lm.LandmarkModel, stream: list[bytes]) -> list[np.ndarray]:
+        dec = Decoder(stream[0], model)
+        return [dec.decode_unit(u) for u in stream[1:]]
+
+    new = code(lm.LandmarkModel.create())
+    with monkeypatch.context() as m:  # gfvc as it was
+        m.setattr(lm, "LID_RAISE", lm.LID_RAISE_V1)
+        old = code(lm.LandmarkModel.create())
+        then = decode(lm.LandmarkModel.create(), old)
+    assert old[0] != new[0]  # the header's model hash names the rule
+    model = lm.LandmarkModel.create()
+    now = decode(model, old)
+    assert model.lid_raise == lm.LID_RAISE_V1
+    assert all(np.array_equal(a, b) for a, b in zip(then, now, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(now, decode(model, new), strict=True))
+    assert model.lid_raise == lm.LID_RAISE  # the next stream: today's rule
+    assert not model.match_stream(bytes(8)) and model.lid_raise == lm.LID_RAISE

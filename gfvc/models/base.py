@@ -124,6 +124,12 @@ class MotionModel(abc.ABC):
         """Digest of the learned weights (empty for models without weights)."""
         return b""
 
+    def match_stream(self, model_hash: bytes | None) -> bool:
+        """Set the model up to decode a stream whose header carries ``model_hash`` (None: to
+        code a new stream); False when it cannot. Models whose decoding rules changed over
+        time keep the earlier rules for the streams that name them."""
+        return model_hash is None or self.config_hash() == model_hash
+
     def config_hash(self) -> bytes:
         """8 bytes written in the bitstream header so a decoder can refuse a mismatched model."""
         import json
