@@ -103,6 +103,34 @@ def test_tiny_training_run_exports_and_resumes(tiny_run):
     assert train(again, log=lambda s: None) == weights
 
 
+def test_eye_options_weigh_the_grown_eye_openings_and_centre_crops_on_them(tiny_run):
+    """``eye_weight`` / ``eye_grow`` put the L1 weight on the eye openings grown into the lids
+    (where a closing eye's error is), and ``eye_crops`` centres crops on the eyes."""
+    from dataclasses import replace
+
+    from gfvc.models.faceshape import ShapeModel
+    from gfvc.train.trainer import PairSampler
+
+    cfg, _ = tiny_run
+    shape = ShapeModel.load(Path(cfg.run_dir) / "faceshape.npz")
+    eyes = replace(cfg, eye_weight=6.0, eye_grow=6, eye_crops=1.0, crop=96)
+    plain = PairSampler(Path(cfg.cache_dir), ["lp_d0"], shape, replace(cfg, crop=10**6), 7)
+    grown = PairSampler(Path(cfg.cache_dir), ["lp_d0"], shape, replace(eyes, crop=10**6), 7)
+    w0, w1 = plain.batch(1)["w"][0, 0], grown.batch(1)["w"][0, 0]
+    assert float(w1.max()) == pytest.approx(7.0) and float(w0.max()) >= 3.0
+    assert int((w1 >= 7).sum()) > 2 * int(((w0 >= 3) & (w0 < 5)).sum())  # grown into the lids
+
+    def crops_on_eyes(c) -> int:
+        sampler = PairSampler(Path(cfg.cache_dir), ["lp_d0"], shape, c, 7)
+        return sum(float(sampler.batch(1)["w"].max()) >= 7 for _ in range(12))
+
+    # most crops hold the eyes (60 % are centred on them, the rest anywhere), and more than
+    # when they are centred on the mouth
+    assert crops_on_eyes(eyes) >= 6 and crops_on_eyes(eyes) > crops_on_eyes(
+        replace(eyes, eye_crops=0)
+    )
+
+
 def test_landmark_codec_round_trip_exact_integers(tiny_run):
     from gfvc.codec import Decoder, Encoder, EncodeSettings, FramePreparer
     from gfvc.keyframe import keyframe_codec

@@ -58,6 +58,11 @@ class TrainConfig:
     max_offset: int = 150  # frames between key and driving frame
     alpha_cost: float = 0.002  # loss per unit of mean refiner blending weight (0.02 shut it off)
     flow_weight: float = 0.02  # loss per pixel of error against the optical-flow teacher
+    #: L1 weight of the driving eye openings grown by ``eye_grow`` px (the lids around a
+    #: closing eye), and the share of training crops centred on the eyes instead of the mouth
+    eye_weight: float = 2.0
+    eye_grow: int = 0
+    eye_crops: float = 0.0
     checkpoint_every: int = 200
     val_every: int = 500
     val_pairs: int = 48
@@ -174,10 +179,16 @@ class PairSampler:
             warped, key, masks, grid, target, teacher = self.pair()
             x = network_input(warped, key, masks, grid)
             t = target.transpose(2, 0, 1).astype(np.float32) / 255
-            w = 1 + 4 * masks[0:1] + 2 * (masks[1:2] + masks[2:3])
+            eyes = masks[1:2] + masks[2:3]
+            if self.cfg.eye_grow:
+                import cv2
+
+                side = 2 * self.cfg.eye_grow + 1
+                eyes = cv2.dilate(eyes[0], np.ones((side, side), np.uint8))[None]
+            w = 1 + 4 * masks[0:1] + self.cfg.eye_weight * eyes
             g, f = grid.transpose(2, 0, 1), teacher.transpose(2, 0, 1)
             if self.cfg.crop < x.shape[-1]:
-                y0, x0 = self._crop_origin(masks[0], x.shape[-1])
+                y0, x0 = self._crop_origin(masks[0], x.shape[-1], eyes[0])
                 k = self.cfg.crop
                 x, t, w, g, f = (a[:, y0 : y0 + k, x0 : x0 + k] for a in (x, t, w, g, f))
             for name, a in (
@@ -191,10 +202,15 @@ class PairSampler:
             rows["key"].append(to_tensor(key).numpy())
         return {k: torch.from_numpy(np.stack(v)) for k, v in rows.items()}
 
-    def _crop_origin(self, mouth: np.ndarray, size: int) -> tuple[int, int]:
-        """Training crop: around the mouth (where the work is) most of the time."""
+    def _crop_origin(
+        self, mouth: np.ndarray, size: int, eyes: np.ndarray | None = None
+    ) -> tuple[int, int]:
+        """Training crop: around the mouth (where the work is) most of the time, or around
+        the eyes for a share ``eye_crops`` of the crops."""
         k, rng = self.cfg.crop, self.rng
         ys, xs = np.nonzero(mouth > 0.5)
+        if self.cfg.eye_crops and eyes is not None and rng.random() < self.cfg.eye_crops:
+            ys, xs = np.nonzero(eyes > 0.5)
         if len(ys) and rng.random() < 0.6:
             cy, cx = ys.mean() + rng.normal(0, k / 6), xs.mean() + rng.normal(0, k / 6)
         else:
