@@ -554,7 +554,7 @@ class LandmarkModel(MotionModel):
 
     def begin_stream(self) -> None:
         self._tracker.restart()
-        self.lid_raise = LID_RAISE  # a new stream: the current rule
+        self.match_stream(None)  # a new stream: today's lid rule
 
     @property
     def tracking(self) -> bool:
